@@ -1,0 +1,5 @@
+package main
+
+func runAscendCheck(env *cmdEnv, args []string) error {
+	return notBuilt("gateway ascend-check", 12)
+}

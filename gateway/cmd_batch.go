@@ -1,0 +1,5 @@
+package main
+
+func runBatch(env *cmdEnv, args []string) error {
+	return notBuilt("gateway batch", 11)
+}

@@ -1,0 +1,5 @@
+package main
+
+func runBench(env *cmdEnv, args []string) error {
+	return notBuilt("gateway bench", 11)
+}

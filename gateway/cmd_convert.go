@@ -1,0 +1,5 @@
+package main
+
+func runConvert(env *cmdEnv, args []string) error {
+	return notBuilt("gateway convert", 5)
+}

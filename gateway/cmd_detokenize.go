@@ -1,0 +1,5 @@
+package main
+
+func runDetokenize(env *cmdEnv, args []string) error {
+	return notBuilt("gateway detokenize", 4)
+}

@@ -1,0 +1,5 @@
+package main
+
+func runLogits(env *cmdEnv, args []string) error {
+	return notBuilt("gateway logits", 3)
+}

@@ -1,0 +1,2 @@
+// Package web embeds the browser chat page served at "/" (static files, no build step).
+package web
