@@ -61,6 +61,18 @@ type Model struct {
 	// eos_token_id); DeepSeek-V3 uses 0 and 1.
 	BOSID int `json:"bos_token_id" env:"BOS_TOKEN_ID"`
 	EOSID int `json:"eos_token_id" env:"EOS_TOKEN_ID"`
+
+	// Fields of the original "DeepSeek-V3 for Ascend" project's configs, accepted so its
+	// config files load unchanged. AttnImpl picks the MLA form ("absorb" or "naive");
+	// MaxNewTokens and Temperature are the defaults of batch and chat when no request
+	// says otherwise. GemmImpl, MiniBatchSize and OffloadCPU steered torch code paths
+	// that have no counterpart here; they are read and ignored.
+	AttnImpl      string  `json:"attn_impl,omitempty" env:"ATTN_IMPL"`
+	GemmImpl      string  `json:"gemm_impl,omitempty" env:"GEMM_IMPL"`
+	MaxNewTokens  int     `json:"max_new_tokens,omitempty" env:"MAX_NEW_TOKENS"`
+	Temperature   float64 `json:"temperature" env:"TEMPERATURE"`
+	MiniBatchSize int     `json:"mini_batch_size,omitempty" env:"MINI_BATCH_SIZE"`
+	OffloadCPU    bool    `json:"offload_cpu,omitempty" env:"OFFLOAD_CPU"`
 }
 
 // Default returns ModelArgs with the reference's defaults (spec §1.1).
@@ -72,7 +84,7 @@ func Default() Model {
 		NLimitedGroups: 1, ScoreFunc: "softmax", RouteScale: 1, QLoraRank: 0, KVLoraRank: 512,
 		QKNopeHeadDim: 128, QKRopeHeadDim: 64, VHeadDim: 128, OriginalSeqLen: 4096,
 		RopeTheta: 10000, RopeFactor: 40, BetaFast: 32, BetaSlow: 1, Mscale: 1,
-		BOSID: 0, EOSID: 1,
+		BOSID: 0, EOSID: 1, AttnImpl: "absorb", MaxNewTokens: 200, Temperature: 0.2,
 	}
 }
 
@@ -147,6 +159,14 @@ func (m Model) Validate() error {
 	case "softmax", "sigmoid":
 	default:
 		errs = append(errs, fmt.Errorf(`score_func must be "softmax" or "sigmoid", got %q`, m.ScoreFunc))
+	}
+	switch m.AttnImpl {
+	case "", "absorb", "naive":
+	default:
+		errs = append(errs, fmt.Errorf(`attn_impl must be "absorb" or "naive", got %q`, m.AttnImpl))
+	}
+	if m.Temperature < 0 {
+		errs = append(errs, fmt.Errorf("temperature must be >= 0, got %v", m.Temperature))
 	}
 	switch m.Dtype {
 	case "bf16", "fp8", "int8", "int4":

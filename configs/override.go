@@ -90,6 +90,12 @@ func setField(f reflect.Value, s string) error {
 		f.SetFloat(x)
 	case reflect.String:
 		f.SetString(s)
+	case reflect.Bool:
+		b, err := strconv.ParseBool(s)
+		if err != nil {
+			return fmt.Errorf("want true or false, got %q", s)
+		}
+		f.SetBool(b)
 	case reflect.Pointer:
 		b, err := strconv.ParseBool(s)
 		if err != nil {
