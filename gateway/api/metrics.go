@@ -82,7 +82,9 @@ func (ec *engineCollector) Describe(ch chan<- *prometheus.Desc) {
 func (ec *engineCollector) Collect(ch chan<- prometheus.Metric) {
 	st := ec.eng.Stats()
 	g := func(d *prometheus.Desc, v float64) { ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v) }
-	c := func(d *prometheus.Desc, v float64) { ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v) }
+	c := func(d *prometheus.Desc, v float64) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v)
+	}
 	g(descQueue, float64(st.QueueLen))
 	g(descRunning, float64(st.Running))
 	g(descKVUsed, float64(st.KVBlocksUsed))
