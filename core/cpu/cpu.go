@@ -1,0 +1,222 @@
+// Package cpu is dsgate's CPU backend: it implements core/backend with cgo C kernels
+// (kernels.c; a pure-Go twin is used when cgo is off) for the ops that carry the work —
+// Linear, HeadLinear, GroupedLinear and absorbed MLA attention — and reuses the
+// reference for the cheap ones. Ranks are goroutines sharing memory: a group of W
+// backends shares one backend.Comm, and each rank holds only its shard (spec §3.3).
+//
+// Kernels split their output columns (or attention heads) over Threads goroutines;
+// every output element is computed by the same code in the same order whatever the
+// split and whatever the number of rows, so results are deterministic and
+// row-independent. Weights keep the host layout of backend.HostWeight (F32/BF16 [N,K];
+// I8/I4 transposed [K,N] as in convert/FORMATS.md): the quantized kernels stream rows of
+// the (K,N) matrix and vectorize over N.
+package cpu
+
+import (
+	"fmt"
+	"runtime"
+	"sync"
+
+	"github.com/dsgate/dsgate/core/backend"
+)
+
+// Options configures a CPU group.
+type Options struct {
+	// Threads is the number of goroutines each rank uses inside one op; 0 means
+	// max(1, GOMAXPROCS / world size).
+	Threads int
+}
+
+// Backend is one rank of a CPU group. Its ops must be called from one goroutine at a
+// time (the rank's goroutine).
+type Backend struct {
+	*backend.Reference
+	threads int
+}
+
+var _ backend.Backend = (*Backend)(nil)
+
+// NewGroup returns the W rank backends of a CPU group sharing one communicator.
+func NewGroup(worldSize int, opt Options) ([]backend.Backend, error) {
+	if worldSize <= 0 {
+		return nil, fmt.Errorf("cpu: bad world size %d", worldSize)
+	}
+	th := opt.Threads
+	if th <= 0 {
+		th = max(1, runtime.GOMAXPROCS(0)/worldSize)
+	}
+	c := backend.NewComm(worldSize)
+	out := make([]backend.Backend, worldSize)
+	for r := range out {
+		out[r] = &Backend{Reference: backend.NewReference(r, c), threads: th}
+	}
+	return out, nil
+}
+
+// Factory returns a backend.Factory for CPU groups with these options.
+func Factory(opt Options) backend.Factory {
+	return func(w int) ([]backend.Backend, error) { return NewGroup(w, opt) }
+}
+
+// Name returns "cpu".
+func (b *Backend) Name() string { return "cpu" }
+
+// Threads returns the goroutines used per op.
+func (b *Backend) Threads() int { return b.threads }
+
+// parallel splits [0, n) in units of unit into at most b.threads contiguous ranges
+// and runs fn on each (the last range absorbs the remainder).
+func (b *Backend) parallel(n, unit int, fn func(lo, hi int)) {
+	units := (n + unit - 1) / unit
+	parts := min(b.threads, units)
+	if parts <= 1 {
+		fn(0, n)
+		return
+	}
+	var wg sync.WaitGroup
+	for p := 0; p < parts; p++ {
+		lo, hi := p*units/parts*unit, (p+1)*units/parts*unit
+		hi = min(hi, n)
+		if lo >= hi {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			fn(lo, hi)
+		}()
+	}
+	wg.Wait()
+}
+
+func unit(w *backend.HostWeight) int {
+	if w.DType == backend.I4 {
+		return 64
+	}
+	return 16
+}
+
+// Linear computes out = x · Wᵀ with the C kernels.
+func (b *Backend) Linear(out, x backend.Tensor, w backend.Weight) error {
+	o, xh, wh, err := args("linear", out, x, w)
+	if err != nil {
+		return err
+	}
+	if err := backend.CheckLinear("linear", o, xh, wh); err != nil {
+		return err
+	}
+	b.parallel(wh.N, unit(wh), func(lo, hi int) {
+		ov, _ := backend.SliceHost(o, 0, o.R, lo, hi-lo)
+		linearKernel(ov, xh, wh, lo, hi, 0)
+	})
+	return nil
+}
+
+// HeadLinear computes one Linear per head with the C kernels.
+func (b *Backend) HeadLinear(out, x backend.Tensor, w backend.Weight, heads int) error {
+	o, xh, wh, err := args("head linear", out, x, w)
+	if err != nil {
+		return err
+	}
+	if err := backend.CheckHeadLinear(o, xh, wh, heads); err != nil {
+		return err
+	}
+	n := wh.N / heads
+	if wh.DType == backend.I4 && n%8 != 0 {
+		return b.Reference.HeadLinear(out, x, w, heads)
+	}
+	b.parallel(heads, 1, func(lo, hi int) {
+		for h := lo; h < hi; h++ {
+			ov, _ := backend.SliceHost(o, 0, o.R, h*n, n)
+			linearKernel(ov, xh, wh, h*n, (h+1)*n, h*wh.K)
+		}
+	})
+	return nil
+}
+
+// GroupedLinear applies one weight per row group with the C kernels.
+func (b *Backend) GroupedLinear(out, x backend.Tensor, ws []backend.Weight, counts []int) error {
+	o, err := backend.AsHost("grouped linear", out)
+	if err != nil {
+		return err
+	}
+	xh, err := backend.AsHost("grouped linear", x)
+	if err != nil {
+		return err
+	}
+	hws, err := backend.CheckGrouped(o, xh, ws, counts)
+	if err != nil {
+		return err
+	}
+	row := 0
+	for g, w := range hws {
+		c := counts[g]
+		if c == 0 {
+			continue
+		}
+		xs, _ := backend.SliceHost(xh, row, c, 0, xh.C)
+		os, _ := backend.SliceHost(o, row, c, 0, o.C)
+		b.parallel(w.N, unit(w), func(lo, hi int) {
+			ov, _ := backend.SliceHost(os, 0, os.R, lo, hi-lo)
+			linearKernel(ov, xs, w, lo, hi, 0)
+		})
+		row += c
+	}
+	return nil
+}
+
+// MLAAttention runs absorbed attention with the C kernel, heads split over threads.
+func (b *Backend) MLAAttention(out, qAbs, qPe backend.Tensor, c backend.Cache, layer int, heads int, seqs []backend.AttnSeq, scale float32) error {
+	o, err := backend.AsHost("mla attention", out)
+	if err != nil {
+		return err
+	}
+	qa, err := backend.AsHost("mla attention", qAbs)
+	if err != nil {
+		return err
+	}
+	qp, err := backend.AsHost("mla attention", qPe)
+	if err != nil {
+		return err
+	}
+	hc, ok := c.(*backend.HostCache)
+	if !ok || hc == nil {
+		return fmt.Errorf("mla attention: cache %T is not a host cache", c)
+	}
+	lc, r, err := backend.CheckMLA(o, qa, qp, hc, layer, heads, seqs)
+	if err != nil {
+		return err
+	}
+	layerData := hc.Data[layer*hc.NBlocks*hc.BSize*hc.Wid : (layer+1)*hc.NBlocks*hc.BSize*hc.Wid]
+	for _, s := range seqs {
+		if s.N == 0 {
+			continue
+		}
+		T := s.Pos + s.N
+		slots := make([]int32, T)
+		for t := range slots {
+			slots[t] = int32(backend.Slot(s.Blocks, hc.BSize, t))
+		}
+		b.parallel(heads, 1, func(lo, hi int) {
+			scratch := make([]float32, T)
+			mlaKernel(o, qa, qp, s, lo, hi, lc, r, layerData, hc.Wid, slots, scale, scratch)
+		})
+	}
+	return nil
+}
+
+func args(op string, out, x backend.Tensor, w backend.Weight) (*backend.HostTensor, *backend.HostTensor, *backend.HostWeight, error) {
+	o, err := backend.AsHost(op, out)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	xh, err := backend.AsHost(op, x)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	wh, err := backend.AsHostWeight(op, w)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return o, xh, wh, nil
+}
