@@ -48,6 +48,9 @@ type Model struct {
 	BetaFast          int     `json:"beta_fast" env:"BETA_FAST"`
 	BetaSlow          int     `json:"beta_slow" env:"BETA_SLOW"`
 	Mscale            float64 `json:"mscale" env:"MSCALE"`
+	// QuantGroupSize is the int4/int8 scale group size along the input dimension k of
+	// a converted checkpoint (convert/FORMATS.md): 0 = one scale per output channel.
+	QuantGroupSize int `json:"quant_group_size,omitempty" env:"QUANT_GROUP_SIZE"`
 
 	// RouterBias says whether the MoE router has an e_score_correction_bias. The reference
 	// decides this implicitly (dim == 7168); HF says topk_method "noaux_tc". Nil means
