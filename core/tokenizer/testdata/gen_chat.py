@@ -12,6 +12,10 @@ Each line of chat.jsonl.gz: {"name", "messages", "add_generation_prompt", "text"
 text = apply_chat_template(messages, tokenize=False, add_generation_prompt=...) and
 ids = apply_chat_template(messages, tokenize=True, add_generation_prompt=...), using the real
 tokenizer_config.json (its chat_template) and tokenizer.json.
+It also writes bos.jsonl.gz, {"text", "ids"}: tokenizer.encode(text) with the default
+add_special_tokens=True for every 200th corpus sample (run gen_golden.py first). Under the pinned
+version the tokenizer is LlamaTokenizerFast, which prepends BOS (spec §2.2 step 5); transformers 5.x
+loads a generic backend that does not.
 """
 import argparse
 import gzip
@@ -137,6 +141,16 @@ def main():
                 f.write(json.dumps({"name": name, "messages": msgs, "add_generation_prompt": agp,
                                     "text": text, "ids": list(ids)}, ensure_ascii=False) + "\n")
                 n += 1
+    rows = [json.loads(l) for l in gzip.open(os.path.join(HERE, "corpus.jsonl.gz"), "rt", encoding="utf-8")]
+    with gzip.open(os.path.join(HERE, "bos.jsonl.gz"), "wt", encoding="utf-8") as f:
+        for r in rows[::200]:
+            ids = hft.encode(r["text"])
+            assert ids[0] == hft.bos_token_id, r["name"]
+            if ids[1:] != r["ids"]:
+                # The pinned tokenizers (0.20.x) has older Unicode tables than the corpus' (see RATIONALE.md).
+                print("bos: skipping %s sample: older Unicode tables give other ids" % r["name"], file=sys.stderr)
+                continue
+            f.write(json.dumps({"text": r["text"], "ids": ids}, ensure_ascii=False) + "\n")
     print("chat: %d renderings with transformers %s" % (n, transformers.__version__), file=sys.stderr)
 
 

@@ -10,9 +10,8 @@ Writes, next to this script:
   corpus.jsonl.gz  one sample a line: {"name", "text", "ids"}; ids from HF `tokenizers`
                    (Tokenizer.from_file(tokenizer.json).encode(text, add_special_tokens=False)),
                    cross-checked against transformers' AutoTokenizer.
-  bos.jsonl.gz     {"text", "ids"}: transformers tokenizer.encode(text) (add_special_tokens=True).
   decode.jsonl.gz  {"ids", "skip_special", "text"}: HF tokenizers decode.
-(chat.jsonl.gz comes from gen_chat.py, which needs the transformers version the reference pins.)
+(chat.jsonl.gz and bos.jsonl.gz come from gen_chat.py, which needs the transformers version the reference pins.)
 The corpus is built from text already on this machine (Go's source tree, golang.org/x/text test
 data in the module cache, Python's stdlib, /usr/share/doc, JS files in the module cache) plus
 generated edge cases; a fixed seed keeps the generated part stable.
@@ -343,9 +342,6 @@ def main():
             f.write(json.dumps({"name": name, "text": s, "ids": e.ids}, ensure_ascii=False) + "\n")
     if mismatch:
         sys.exit("transformers and tokenizers disagree on %d samples" % mismatch)
-    with gzip.open(os.path.join(HERE, "bos.jsonl.gz"), "wt", encoding="utf-8") as f:
-        for _, s in samples[::200]:
-            f.write(json.dumps({"text": s, "ids": hft.encode(s)}, ensure_ascii=False) + "\n")
     # Decoding: corpus ids with special tokens spliced in, and random ids (incl. lone byte tokens
     # that make invalid UTF-8).
     byte_ids = [tok.token_to_id(t) for t in byte_alphabet()]
