@@ -173,7 +173,7 @@ func (s *Server) Drain(ctx context.Context) error {
 
 func (s *Server) routes() {
 	e := s.e
-	json := s.bodyLimit(s.cfg.MaxBodyBytes)
+	json := s.bodyLimit(s.cfg.MaxBodyBytes, CodeRequestTooLarge)
 	auth := s.authenticate
 	admin := s.requireAdmin
 
@@ -193,7 +193,7 @@ func (s *Server) routes() {
 	e.PATCH("/v1/sessions/:id", s.patchSession, auth, json)
 	e.DELETE("/v1/sessions/:id", s.deleteSession, auth)
 
-	e.POST("/v1/extensions", s.uploadExtension, auth, admin, s.bodyLimit(s.moduleLimit()+1<<20))
+	e.POST("/v1/extensions", s.uploadExtension, auth, admin, s.bodyLimit(s.moduleLimit()+1<<20, CodeModuleTooLarge))
 	e.GET("/v1/extensions", s.listExtensions, auth)
 	e.GET("/v1/extensions/:name", s.getExtension, auth)
 	e.DELETE("/v1/extensions/:name", s.deleteExtension, auth, admin)
@@ -281,13 +281,13 @@ func (s *Server) observe(next echo.HandlerFunc) echo.HandlerFunc {
 	}
 }
 
-// bodyLimit rejects bodies over limit with 413 request_too_large.
-func (s *Server) bodyLimit(limit int64) echo.MiddlewareFunc {
+// bodyLimit rejects bodies over limit with 413 and the given code.
+func (s *Server) bodyLimit(limit int64, code string) echo.MiddlewareFunc {
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
 			req := c.Request()
 			if req.ContentLength > limit {
-				return newError(http.StatusRequestEntityTooLarge, CodeRequestTooLarge, fmt.Sprintf("request body larger than %d bytes", limit))
+				return newError(http.StatusRequestEntityTooLarge, code, fmt.Sprintf("request body larger than %d bytes", limit))
 			}
 			req.Body = http.MaxBytesReader(c.Response(), req.Body, limit)
 			return next(c)
