@@ -254,7 +254,7 @@ func TestChatNonStreaming(t *testing.T) {
 		Object  string `json:"object"`
 		Model   string `json:"model"`
 		Choices []struct {
-			Index        int    `json:"index"`
+			Index        int `json:"index"`
 			Message      struct{ Role, Content string }
 			FinishReason string `json:"finish_reason"`
 		}
