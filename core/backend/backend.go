@@ -216,6 +216,22 @@ type Backend interface {
 	Close() error
 }
 
+// Aborter is implemented by backends whose collectives can be cancelled. When one rank
+// fails, the caller calls AbortCollectives on any rank: every rank blocked in (or later
+// entering) a collective returns an error wrapping ErrAborted. ResetCollectives re-arms
+// the group once every rank has returned.
+type Aborter interface {
+	AbortCollectives(cause error)
+	ResetCollectives()
+}
+
+// Freer is implemented by backends whose tensors hold memory that the garbage collector
+// does not reclaim (device memory): Free releases a tensor made by NewTensor (not a
+// view). The model frees its per-step tensors through it when available.
+type Freer interface {
+	Free(t Tensor)
+}
+
 // Factory builds the W rank backends of one tensor-parallel group.
 type Factory func(worldSize int) ([]Backend, error)
 

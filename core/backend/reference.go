@@ -60,6 +60,12 @@ func NewReference(rank int, comm *Comm) *Reference { return &Reference{rank: ran
 // Comm returns the group's communicator.
 func (b *Reference) Comm() *Comm { return b.comm }
 
+// AbortCollectives aborts the group's collectives (backend.Aborter).
+func (b *Reference) AbortCollectives(cause error) { b.comm.Abort(cause) }
+
+// ResetCollectives re-arms the group's collectives (backend.Aborter).
+func (b *Reference) ResetCollectives() { b.comm.Reset() }
+
 // Name returns "reference".
 func (b *Reference) Name() string { return "reference" }
 
