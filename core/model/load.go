@@ -17,10 +17,10 @@ import (
 type split uint8
 
 const (
-	replicated split = iota
-	splitRows        // dim 0 of the (n, k) weight: output channels (ColumnParallel, vocab)
-	splitCols        // dim 1: input channels (RowParallel wo, w2)
-	expertOwned      // a routed expert, whole, on rank E / (n_experts / W)
+	replicated  split = iota
+	splitRows         // dim 0 of the (n, k) weight: output channels (ColumnParallel, vocab)
+	splitCols         // dim 1: input channels (RowParallel wo, w2)
+	expertOwned       // a routed expert, whole, on rank E / (n_experts / W)
 )
 
 // kind is the role of a tensor, which decides the dtypes it may have.
