@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -484,8 +483,6 @@ func (p *fakePolicy) Next(ctx context.Context, step int, recent []int32, c []sam
 }
 
 func (p *fakePolicy) Close() error { return nil }
-
-var _ = errors.New
 
 // set changes the fake's knobs under its lock.
 func (f *fakeEngine) set(fn func(f *fakeEngine)) { f.mu.Lock(); fn(f); f.mu.Unlock() }

@@ -198,20 +198,20 @@ type sessionJSON struct {
 	Updated  int64             `json:"updated"`
 	System   string            `json:"system"`
 	Metadata map[string]string `json:"metadata"`
-	Turns    int               `json:"turns"`
+	Turns    *int              `json:"turns,omitempty"` // omitted in lists (the store does not count them there)
 	Messages []SessionMessage  `json:"messages,omitempty"`
 }
 
 func toSessionJSON(x *Session, withMessages bool) sessionJSON {
-	n := x.NumTurns
-	if len(x.Turns) > n {
-		n = len(x.Turns)
+	var turns *int
+	if n := max(x.NumTurns, len(x.Turns)); n >= 0 {
+		turns = &n
 	}
 	md := x.Metadata
 	if md == nil {
 		md = map[string]string{}
 	}
-	out := sessionJSON{ID: x.ID, Object: "session", Created: x.Created.Unix(), Updated: x.Updated.Unix(), System: x.System, Metadata: md, Turns: n}
+	out := sessionJSON{ID: x.ID, Object: "session", Created: x.Created.Unix(), Updated: x.Updated.Unix(), System: x.System, Metadata: md, Turns: turns}
 	if withMessages {
 		out.Messages = []SessionMessage{}
 		for _, t := range x.Turns {
