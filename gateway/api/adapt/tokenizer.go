@@ -10,7 +10,7 @@ func Tokenizer(t *tokenizer.Tokenizer) api.Tokenizer { return tok{t} }
 
 type tok struct{ t *tokenizer.Tokenizer }
 
-func (a tok) Encode(text string, addBOS bool) []int32      { return a.t.Encode(text, addBOS) }
+func (a tok) Encode(text string, addBOS bool) []int32     { return a.t.Encode(text, addBOS) }
 func (a tok) Decode(ids []int32, skipSpecial bool) string { return a.t.Decode(ids, skipSpecial) }
 func (a tok) BOS() int32                                  { return a.t.BOS() }
 func (a tok) EOS() int32                                  { return a.t.EOS() }
