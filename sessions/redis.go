@@ -38,12 +38,18 @@ var _ Store = (*Redis)(nil)
 // rediss://... for TLS (server certificate verified against the system roots; go-redis query
 // parameters such as dial_timeout, read_timeout, max_retries are accepted). It pings the server
 // once: an unreachable server gives an error wrapping ErrUnavailable, a malformed URL another
-// error.
+// error. After a Redis outage the client is usable again within about a second of the server's
+// return (the go-redis pool's reconnect probe), with no new Store.
 func NewRedis(ctx context.Context, url string, opt Options) (*Redis, error) {
 	ro, err := redis.ParseURL(url)
 	if err != nil {
 		return nil, fmt.Errorf("sessions: redis url: %w", err)
 	}
+	// go-redis dials 5 times, 100 ms apart, before a command fails; while Redis is down that
+	// makes every call wait. Two quick tries are enough on a LAN; after PoolSize failed dials
+	// the pool fails fast and probes the server once a second until it is back.
+	ro.DialerRetries = 2
+	ro.DialerRetryTimeout = 50 * time.Millisecond
 	r := &Redis{opt: opt.withDefaults(), client: redis.NewClient(ro)}
 	if err := r.Ping(ctx); err != nil {
 		_ = r.client.Close()
@@ -122,7 +128,7 @@ func (r *Redis) Get(ctx context.Context, owner, id string) (*Session, error) {
 	s.Turns = make([]Turn, len(raw))
 	for i, v := range raw {
 		str, _ := v.(string)
-		if err := json.Unmarshal([]byte(str), &s.Turns[i]); err != nil {
+		if s.Turns[i], err = decodeTurn([]byte(str)); err != nil {
 			return nil, fmt.Errorf("sessions: get %q: turn %d: %w: %w", id, i, ErrUnavailable, err)
 		}
 	}
@@ -269,7 +275,7 @@ func (r *Redis) AppendTurn(ctx context.Context, owner, id string, expectedTurns 
 		return notFound(id)
 	}
 	now := r.opt.now()
-	payload, err := json.Marshal(normalizeTurn(t, now))
+	payload, err := encodeTurn(normalizeTurn(t, now))
 	if err != nil {
 		return fmt.Errorf("sessions: append turn: %w", err)
 	}
