@@ -90,6 +90,35 @@ func (f *File) Close() error {
 	return nil
 }
 
+// Advise tells the kernel how the mapping will be read: sequential true asks for
+// aggressive read-ahead (MADV_SEQUENTIAL). Errors are ignored: it is only a hint.
+func (f *File) Advise(sequential bool) {
+	if f.data == nil || !f.mapped || len(f.data) == 0 {
+		return
+	}
+	adv := syscall.MADV_NORMAL
+	if sequential {
+		adv = syscall.MADV_SEQUENTIAL
+	}
+	_ = syscall.Madvise(f.data, adv)
+}
+
+// Release drops the pages of the tensor's data from this process's resident set
+// (MADV_DONTNEED on the whole pages inside its range); the data stays readable and is
+// paged in again from the file on the next access. Converters call it after each
+// tensor so that their resident memory stays bounded by one tensor, not one file.
+func (f *File) Release(t TensorInfo) {
+	if f.data == nil || !f.mapped {
+		return
+	}
+	page := int64(os.Getpagesize())
+	lo := (f.Header.DataOff + t.Begin + page - 1) / page * page
+	hi := (f.Header.DataOff + t.End) / page * page
+	if hi > lo {
+		_ = syscall.Madvise(f.data[lo:hi], syscall.MADV_DONTNEED)
+	}
+}
+
 // Names returns the tensor names in data order.
 func (f *File) Names() []string {
 	out := make([]string, len(f.Header.Tensors))

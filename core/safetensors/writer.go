@@ -3,10 +3,14 @@ package safetensors
 import (
 	"bufio"
 	"bytes"
+	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
+	"io"
 	"os"
 	"path/filepath"
 )
@@ -51,6 +55,8 @@ type Writer struct {
 	written   int64 // bytes of the current tensor written so far
 	err       error
 	done      bool
+	sum       hash.Hash
+	total     int64
 }
 
 // Create starts writing path with the given tensors (in this order) and metadata.
@@ -63,7 +69,13 @@ func Create(path string, specs []Spec, metadata map[string]string) (*Writer, err
 	if err != nil {
 		return nil, fmt.Errorf("safetensors: %w", err)
 	}
-	w := &Writer{path: path, tmp: f.Name(), f: f, bw: bufio.NewWriterSize(f, 1<<20), specs: specs, sizes: sizes}
+	h := sha256.New()
+	w := &Writer{path: path, tmp: f.Name(), f: f, specs: specs, sizes: sizes, sum: h}
+	w.bw = bufio.NewWriterSize(io.MultiWriter(f, h), 1<<20)
+	w.total = int64(len(hdr))
+	for _, n := range sizes {
+		w.total += n
+	}
 	if _, err := w.bw.Write(hdr); err != nil {
 		w.Abort()
 		return nil, fmt.Errorf("safetensors: %s: %w", path, err)
@@ -204,6 +216,11 @@ func (w *Writer) Close() error {
 		}
 	}
 	if w.err == nil {
+		if err := w.f.Chmod(0o644); err != nil {
+			w.err = fmt.Errorf("safetensors: %s: %w", w.path, err)
+		}
+	}
+	if w.err == nil {
 		if err := w.f.Sync(); err != nil {
 			w.err = fmt.Errorf("safetensors: %s: %w", w.path, err)
 		}
@@ -221,6 +238,12 @@ func (w *Writer) Close() error {
 	}
 	return w.err
 }
+
+// SHA256 returns the hex SHA-256 of the complete file, valid after a successful Close.
+func (w *Writer) SHA256() string { return hex.EncodeToString(w.sum.Sum(nil)) }
+
+// FileSize returns the size the complete file will have.
+func (w *Writer) FileSize() int64 { return w.total }
 
 // Abort discards the partial file.
 func (w *Writer) Abort() {
