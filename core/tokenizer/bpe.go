@@ -1,16 +1,17 @@
 package tokenizer
 
-import (
-	"container/heap"
-	"sync"
-)
+import "sync"
 
 // pairTable maps a pair of adjacent token ids to its merge: an open-addressing hash table
 // (linear probing) keyed by left<<32|right, read-only after Load.
 type pairTable struct {
-	keys  []uint64 // emptyKey marks a free slot
-	vals  []uint64 // rank<<32 | merged id
+	slots []pairSlot
 	shift uint
+}
+
+type pairSlot struct {
+	key uint64 // left<<32 | right; emptyKey marks a free slot
+	val uint64 // rank<<32 | merged id
 }
 
 const emptyKey = ^uint64(0)
@@ -22,9 +23,9 @@ func newPairTable(n int) *pairTable {
 		size <<= 1
 		bits++
 	}
-	p := &pairTable{keys: make([]uint64, size), vals: make([]uint64, size), shift: 64 - bits}
-	for i := range p.keys {
-		p.keys[i] = emptyKey
+	p := &pairTable{slots: make([]pairSlot, size), shift: 64 - bits}
+	for i := range p.slots {
+		p.slots[i].key = emptyKey
 	}
 	return p
 }
@@ -36,12 +37,11 @@ func (p *pairTable) slot(k uint64) uint64 { return (k * 0x9E3779B97F4A7C15) >> p
 // put inserts a merge; the first insertion of a pair wins (a repeated merge keeps its lowest rank).
 func (p *pairTable) put(a, b int32, rank uint32, merged int32) {
 	k := pairKey(a, b)
-	mask := uint64(len(p.keys) - 1)
+	mask := uint64(len(p.slots) - 1)
 	for i := p.slot(k); ; i = (i + 1) & mask {
-		switch p.keys[i] {
+		switch p.slots[i].key {
 		case emptyKey:
-			p.keys[i] = k
-			p.vals[i] = uint64(rank)<<32 | uint64(uint32(merged))
+			p.slots[i] = pairSlot{k, uint64(rank)<<32 | uint64(uint32(merged))}
 			return
 		case k:
 			return
@@ -52,11 +52,11 @@ func (p *pairTable) put(a, b int32, rank uint32, merged int32) {
 // get returns the merge rank and merged id of a pair; ok is false when the pair never merges.
 func (p *pairTable) get(a, b int32) (rank uint32, merged int32, ok bool) {
 	k := pairKey(a, b)
-	mask := uint64(len(p.keys) - 1)
+	mask := uint64(len(p.slots) - 1)
 	for i := p.slot(k); ; i = (i + 1) & mask {
-		switch p.keys[i] {
+		switch p.slots[i].key {
 		case k:
-			v := p.vals[i]
+			v := p.slots[i].val
 			return uint32(v >> 32), int32(uint32(v)), true
 		case emptyKey:
 			return 0, 0, false
@@ -126,35 +126,10 @@ func (t *Tokenizer) rankOf(a, b int32) (uint32, int32) {
 	return r, m
 }
 
-// mergeCand is a candidate merge in bpeHeap: the pair starting at symbol pos, valid while the
-// symbols there still hold left and right.
-type mergeCand struct {
-	rank        uint32
-	pos         int32
-	left, right int32 // ids the pair had when pushed
-	merged      int32
-}
-
-type mergeHeap []mergeCand
-
-func (h mergeHeap) Len() int { return len(h) }
-func (h mergeHeap) Less(i, j int) bool {
-	if h[i].rank != h[j].rank {
-		return h[i].rank < h[j].rank
-	}
-	return h[i].pos < h[j].pos
-}
-func (h mergeHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
-func (h *mergeHeap) Push(x any)   { *h = append(*h, x.(mergeCand)) }
-func (h *mergeHeap) Pop() any {
-	old := *h
-	x := old[len(old)-1]
-	*h = old[:len(old)-1]
-	return x
-}
-
 // bpeHeap is bpe for long pieces: symbols in a linked list, candidate merges in a min-heap
-// ordered by (rank, position) — the algorithm of HF tokenizers' Word::merge_all.
+// ordered by (rank, position) — the algorithm of HF tokenizers' Word::merge_all. A heap entry is
+// rank<<32|pos; it is stale when the pair now at pos has another rank (symbols only grow, and a
+// rank names one pair), which is the check HF makes.
 func (t *Tokenizer) bpeHeap(piece string, out []int32) []int32 {
 	n := len(piece)
 	id := make([]int32, n)
@@ -166,21 +141,25 @@ func (t *Tokenizer) bpeHeap(piece string, out []int32) []int32 {
 		next[k] = int32(k + 1)
 	}
 	next[n-1] = -1
-	h := make(mergeHeap, 0, n)
+	h := make(minHeap, 0, n)
 	for k := 0; k < n-1; k++ {
-		if r, m, ok := t.pairs.get(id[k], id[k+1]); ok {
-			h = append(h, mergeCand{rank: r, pos: int32(k), left: id[k], right: id[k+1], merged: m})
+		if r, _, ok := t.pairs.get(id[k], id[k+1]); ok {
+			h = append(h, uint64(r)<<32|uint64(k))
 		}
 	}
-	heap.Init(&h)
-	for h.Len() > 0 {
-		c := heap.Pop(&h).(mergeCand)
-		p := c.pos
+	h.init()
+	for len(h) > 0 {
+		top := h.pop()
+		rank, p := uint32(top>>32), int32(uint32(top))
 		q := next[p]
-		if id[p] != c.left || q < 0 || id[q] != c.right {
+		if id[p] < 0 || q < 0 {
+			continue
+		}
+		r, merged, ok := t.pairs.get(id[p], id[q])
+		if !ok || r != rank {
 			continue // stale: one of the two symbols has changed since
 		}
-		id[p] = c.merged
+		id[p] = merged
 		id[q] = -1
 		nq := next[q]
 		next[p] = nq
@@ -188,13 +167,13 @@ func (t *Tokenizer) bpeHeap(piece string, out []int32) []int32 {
 			prev[nq] = p
 		}
 		if pp := prev[p]; pp >= 0 {
-			if r, m, ok := t.pairs.get(id[pp], id[p]); ok {
-				heap.Push(&h, mergeCand{rank: r, pos: pp, left: id[pp], right: id[p], merged: m})
+			if r, _, ok := t.pairs.get(id[pp], id[p]); ok {
+				h.push(uint64(r)<<32 | uint64(pp))
 			}
 		}
 		if nq >= 0 {
-			if r, m, ok := t.pairs.get(id[p], id[nq]); ok {
-				heap.Push(&h, mergeCand{rank: r, pos: p, left: id[p], right: id[nq], merged: m})
+			if r, _, ok := t.pairs.get(id[p], id[nq]); ok {
+				h.push(uint64(r)<<32 | uint64(p))
 			}
 		}
 	}
@@ -202,6 +181,58 @@ func (t *Tokenizer) bpeHeap(piece string, out []int32) []int32 {
 		out = append(out, id[k])
 	}
 	return out
+}
+
+// minHeap is a binary min-heap of uint64 keys.
+type minHeap []uint64
+
+func (h minHeap) init() {
+	for i := len(h)/2 - 1; i >= 0; i-- {
+		h.down(i)
+	}
+}
+
+func (h *minHeap) push(x uint64) {
+	*h = append(*h, x)
+	s := *h
+	i := len(s) - 1
+	for i > 0 {
+		parent := (i - 1) / 2
+		if s[parent] <= s[i] {
+			break
+		}
+		s[parent], s[i] = s[i], s[parent]
+		i = parent
+	}
+}
+
+func (h *minHeap) pop() uint64 {
+	s := *h
+	top := s[0]
+	last := len(s) - 1
+	s[0] = s[last]
+	*h = s[:last]
+	h.down(0)
+	return top
+}
+
+func (h minHeap) down(i int) {
+	n := len(h)
+	for {
+		l := 2*i + 1
+		if l >= n {
+			return
+		}
+		m := l
+		if r := l + 1; r < n && h[r] < h[l] {
+			m = r
+		}
+		if h[i] <= h[m] {
+			return
+		}
+		h[i], h[m] = h[m], h[i]
+		i = m
+	}
 }
 
 // wordCache remembers the ids of frequent pre-tokens. It is bounded: once it holds maxEntries

@@ -25,7 +25,8 @@ type Tokenizer struct {
 	eosText      string
 	chatTemplate string
 
-	cache wordCache
+	cache   wordCache
+	noCache bool // benchmarks only: bypass the cache
 }
 
 // DefaultDir returns the folder scripts/fetch-tokenizer.sh fills: $DSGATE_CACHE/tokenizer/deepseek_v3,
@@ -320,7 +321,7 @@ func (t *Tokenizer) encodePiece(piece string, out []int32) []int32 {
 	if len(piece) == 1 {
 		return append(out, t.byteID[piece[0]])
 	}
-	if len(piece) > cacheMaxWord {
+	if len(piece) > cacheMaxWord || t.noCache {
 		return t.bpe(piece, out)
 	}
 	c := &t.cache
