@@ -1158,3 +1158,52 @@ EMU_API aclnnStatus aclnnMoeTokenUnpermuteGetWorkspaceSize(const aclTensor *perm
   return finish_phase1(e, 0, workspaceSize, executor);
 }
 PHASE2(aclnnMoeTokenUnpermute)
+
+/* ========================= InplaceIndexCopy ========================= */
+/* selfRef[index[i]] = source[i] along dim (the paged-cache write). */
+#undef OPNAME
+#define OPNAME "aclnnInplaceIndexCopy"
+static int run_index_copy(exec_t *e, void *ws, char *err, size_t errlen) {
+  (void)ws;
+  aclTensor *self = &e->t[0], *idx = &e->t[1], *src = &e->t[2];
+  int dim = (int)e->i[0];
+  int64_t outer = 1, inner = 1, D = self->dims[dim], n = emu_numel(idx);
+  for (int i = 0; i < dim; i++) outer *= self->dims[i];
+  for (int i = dim + 1; i < self->nd; i++) inner *= self->dims[i];
+  int64_t *ix = emu_load_i64(idx);
+  float *sf = emu_load_f32(self), *xf = emu_load_f32(src);
+  int rc = 0;
+  if (!ix || !sf || !xf) {
+    snprintf(err, errlen, "out of host memory");
+    rc = ACLNN_ERR_INNER;
+    goto out;
+  }
+  for (int64_t j = 0; j < n; j++)
+    if (ix[j] < 0 || ix[j] >= D) {
+      snprintf(err, errlen, "index %lld out of range [0,%lld)", (long long)ix[j], (long long)D);
+      rc = ACLNN_ERR_RUNTIME_ERROR;
+      goto out;
+    }
+  for (int64_t o = 0; o < outer; o++)
+    for (int64_t j = 0; j < n; j++) memcpy(sf + (o * D + ix[j]) * inner, xf + (o * n + j) * inner, (size_t)inner * sizeof *sf);
+  emu_store_f32(self, sf);
+out:
+  free(ix), free(sf), free(xf);
+  return rc;
+}
+EMU_API aclnnStatus aclnnInplaceIndexCopyGetWorkspaceSize(aclTensor *selfRef, int64_t dim, const aclTensor *index, const aclTensor *source,
+                                                          uint64_t *workspaceSize, aclOpExecutor **executor) {
+  NEW(OPNAME, run_index_copy);
+  CHECK_T(0, "selfRef", selfRef);
+  CHECK_T(1, "index", index);
+  CHECK_T(2, "source", source);
+  dim = norm_dim(dim, selfRef->nd);
+  if (dim < 0 || dim >= selfRef->nd) FAIL(ACLNN_ERR_PARAM_INVALID, OPNAME ": dim out of range");
+  if (index->nd > 1 || (index->dtype != ACL_INT32 && index->dtype != ACL_INT64)) FAIL(ACLNN_ERR_PARAM_INVALID, OPNAME ": index must be 1-D INT32/INT64");
+  if (source->dtype != selfRef->dtype || source->nd != selfRef->nd) FAIL(ACLNN_ERR_PARAM_INVALID, OPNAME ": source must match selfRef's dtype and rank");
+  for (int i = 0; i < selfRef->nd; i++)
+    if (source->dims[i] != (i == dim ? emu_numel(index) : selfRef->dims[i])) FAIL(ACLNN_ERR_PARAM_INVALID, OPNAME ": source shape mismatch");
+  e->i[0] = dim;
+  return finish_phase1(e, 0, workspaceSize, executor);
+}
+PHASE2(aclnnInplaceIndexCopy)

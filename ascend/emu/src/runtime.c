@@ -217,9 +217,9 @@ EMU_API aclError aclrtMalloc(void **devPtr, size_t size, int policy) {
   if (g.top + rounded > g.arena_size) goto oom;
   block_t nb = {g.top, rounded, size, 1, t_device};
   if (insert_block(g.nblocks, nb)) goto oom;
-  if (g.active) mprotect(g.arena + g.top, rounded, PROT_READ | PROT_WRITE);
   *devPtr = g.arena + g.top;
   g.top += rounded;
+  if (g.active) mprotect(g.arena, g.top, PROT_READ | PROT_WRITE); /* mprotect needs a page-aligned start */
   pthread_mutex_unlock(&g.mu);
   return ACL_SUCCESS;
 oom:

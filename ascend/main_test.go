@@ -1,0 +1,115 @@
+//go:build cgo
+
+package ascend
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+
+	"github.com/dsgate/dsgate/core/backend"
+)
+
+// emuHome is the emulator's toolkit home, built by TestMain with make -C emu.
+var emuHome string
+
+func TestMain(m *testing.M) {
+	out, err := exec.Command("make", "-C", "emu").CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "building the CANN emulator failed: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	emuHome, err = filepath.Abs(filepath.Join("emu", "build"))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	os.Exit(m.Run())
+}
+
+// newGroupT returns an emulated group of w ranks, closed at the end of the test.
+func newGroupT(t testing.TB, w int, precision string) []backend.Backend {
+	t.Helper()
+	bs, err := NewGroup(w, Options{CANNHome: emuHome, Precision: precision})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		for _, b := range bs {
+			if err := b.Close(); err != nil {
+				t.Error(err)
+			}
+		}
+	})
+	return bs
+}
+
+func randF32(r *rand.Rand, n int) []float32 {
+	out := make([]float32, n)
+	for i := range out {
+		out[i] = float32(r.NormFloat64())
+	}
+	return out
+}
+
+// tensor makes a rows × cols tensor on b holding data.
+func tensor(t testing.TB, b backend.Backend, rows, cols int, data []float32) backend.Tensor {
+	t.Helper()
+	x, err := b.NewTensor(rows, cols)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if data != nil {
+		if err := b.Write(x, data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return x
+}
+
+func read(t testing.TB, b backend.Backend, x backend.Tensor) []float32 {
+	t.Helper()
+	out := make([]float32, x.Rows()*x.Cols())
+	if err := b.Read(x, out); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// quantWeight returns a random I8/I4 weight (N × K, group size g) and the int values it
+// packs ([K][N]).
+func quantWeight(r *rand.Rand, d backend.DType, n, k, g int) (*backend.HostWeight, []int8) {
+	lim := 127
+	if d == backend.I4 {
+		lim = 7
+	}
+	vals := make([]int8, k*n)
+	for i := range vals {
+		vals[i] = int8(r.IntN(2*lim+2) - lim - 1)
+	}
+	rows := 1
+	if g > 0 {
+		rows = (k + g - 1) / g
+	}
+	sc := make([]float32, rows*n)
+	for i := range sc {
+		sc[i] = math.Float32frombits(uint32(backend.ToBF16(float32(r.Float64()*0.02+0.001))) << 16)
+	}
+	return &backend.HostWeight{Name: fmt.Sprintf("%v-%dx%d-g%d", d, n, k, g), DType: d, N: n, K: k, Q: backend.PackQuant(d, vals, k, n), Scale: sc, GroupSize: g}, vals
+}
+
+func denseWeight(r *rand.Rand, d backend.DType, n, k int) *backend.HostWeight {
+	f := randF32(r, n*k)
+	for i := range f {
+		f[i] *= 0.1
+	}
+	w := &backend.HostWeight{Name: fmt.Sprintf("%v-%dx%d", d, n, k), DType: backend.F32, N: n, K: k, F32: f}
+	if d == backend.BF16 {
+		return w.ToBF16()
+	}
+	return w
+}
