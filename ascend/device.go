@@ -325,11 +325,6 @@ func (w *worker) peek(dst unsafe.Pointer, src C.uintptr_t, n int) error {
 	return nil
 }
 
-// copyD2D enqueues a device-to-device copy.
-func (w *worker) copyD2D(dst, src C.uintptr_t, n int) error {
-	w.pending = true
-	return w.a.check("aclrtMemcpyAsync", C.dsg_memcpyAsync(w.a.p, dst, C.size_t(n), src, C.size_t(n), memcpyD2D, w.stream))
-}
 
 // memset0 enqueues zeroing of n device bytes.
 func (w *worker) memset0(dst C.uintptr_t, n int) error {

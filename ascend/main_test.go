@@ -102,14 +102,3 @@ func quantWeight(r *rand.Rand, d backend.DType, n, k, g int) (*backend.HostWeigh
 	return &backend.HostWeight{Name: fmt.Sprintf("%v-%dx%d-g%d", d, n, k, g), DType: d, N: n, K: k, Q: backend.PackQuant(d, vals, k, n), Scale: sc, GroupSize: g}, vals
 }
 
-func denseWeight(r *rand.Rand, d backend.DType, n, k int) *backend.HostWeight {
-	f := randF32(r, n*k)
-	for i := range f {
-		f[i] *= 0.1
-	}
-	w := &backend.HostWeight{Name: fmt.Sprintf("%v-%dx%d", d, n, k), DType: backend.F32, N: n, K: k, F32: f}
-	if d == backend.BF16 {
-		return w.ToBF16()
-	}
-	return w
-}
