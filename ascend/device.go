@@ -325,7 +325,6 @@ func (w *worker) peek(dst unsafe.Pointer, src C.uintptr_t, n int) error {
 	return nil
 }
 
-
 // memset0 enqueues zeroing of n device bytes.
 func (w *worker) memset0(dst C.uintptr_t, n int) error {
 	w.pending = true

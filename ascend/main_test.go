@@ -101,4 +101,3 @@ func quantWeight(r *rand.Rand, d backend.DType, n, k, g int) (*backend.HostWeigh
 	}
 	return &backend.HostWeight{Name: fmt.Sprintf("%v-%dx%d-g%d", d, n, k, g), DType: d, N: n, K: k, Q: backend.PackQuant(d, vals, k, n), Scale: sc, GroupSize: g}, vals
 }
-
