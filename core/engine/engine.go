@@ -47,21 +47,12 @@ import (
 	"time"
 
 	"github.com/dsgate/dsgate/core/kvcache"
+	"github.com/dsgate/dsgate/core/model"
 	"github.com/dsgate/dsgate/core/sample"
 )
 
-// Seq is one sequence's work in a forward step. It has the fields of core/model's Seq.
-type Seq struct {
-	// Tokens are the tokens to run in this step (a prefill chunk, or one decode token).
-	Tokens []int32
-	// Pos is the absolute position of Tokens[0]; the cache already holds [0, Pos).
-	Pos int
-	// Blocks is the block table: Blocks[i] holds positions [i*BlockSize,
-	// (i+1)*BlockSize); it covers Pos+len(Tokens).
-	Blocks []int32
-	// AllLogits asks for logits of every token, else only for the last one.
-	AllLogits bool
-}
+// Seq is one sequence's work in a forward step (core/model's Seq).
+type Seq = model.Seq
 
 // Model is what the engine needs from the model (core/model's *Model satisfies it).
 // Forward is only ever called from the scheduler goroutine.
@@ -399,3 +390,6 @@ func (e *Engine) Stats() Stats {
 	}
 	return st
 }
+
+// *model.Model is the engine's production model.
+var _ Model = (*model.Model)(nil)
