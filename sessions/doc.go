@@ -28,10 +28,9 @@
 //
 //	dsgate:sess:<id>         hash   owner, created, updated (unix ns), system,
 //	                                metadata (JSON object), last (nonce of the last append)
-//	dsgate:sess:<id>:turns   list   one JSON turn per element, oldest first:
-//	                                {"messages":[{"role","content","time","tokens"}...],
-//	                                 "prompt_ids_le32":B64,"output_ids_le32":B64}
-//	                                (B64: base64 of the ids as little-endian int32)
+//	dsgate:sess:<id>:turns   list   one turn per element, oldest first, in a small binary
+//	                                format ("T\x01", messages, ids as little-endian int32;
+//	                                see encode.go)
 //	dsgate:sess:<id>:busy    string random token of the current Acquire; PX Options.BusyTTL
 //	dsgate:owner:<owner>     zset   member: session id, score: Updated in unix µs; expires
 //	                                with the owner's newest session

@@ -275,10 +275,7 @@ func (r *Redis) AppendTurn(ctx context.Context, owner, id string, expectedTurns 
 		return notFound(id)
 	}
 	now := r.opt.now()
-	payload, err := encodeTurn(normalizeTurn(t, now))
-	if err != nil {
-		return fmt.Errorf("sessions: append turn: %w", err)
-	}
+	payload := encodeTurn(normalizeTurn(t, now))
 	nonce, err := randomToken()
 	if err != nil {
 		return err
