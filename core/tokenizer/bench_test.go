@@ -26,7 +26,6 @@ func BenchmarkEncode(b *testing.B) {
 // BenchmarkEncodeNoCache is BenchmarkEncode with the word cache off: the raw pre-tokenizer + BPE speed.
 func BenchmarkEncodeNoCache(b *testing.B) {
 	tk := *loadReal(b) // a copy that shares the read-only tables
-	tk.cache = wordCache{}
 	tk.noCache = true
 	benchEncode(b, &tk)
 }

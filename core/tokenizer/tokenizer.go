@@ -25,7 +25,7 @@ type Tokenizer struct {
 	eosText      string
 	chatTemplate string
 
-	cache   wordCache
+	cache   *wordCache
 	noCache bool // benchmarks only: bypass the cache
 }
 
@@ -205,7 +205,7 @@ func build(tj *tokenizerJSON, cj *configJSON) (*Tokenizer, error) {
 		return nil, fmt.Errorf("%w: eos_token %q is not a token", ErrFormat, t.eosText)
 	}
 	t.chatTemplate = cj.ChatTemplate
-	t.cache.m = make(map[string][]int32)
+	t.cache = &wordCache{m: make(map[string][]int32)}
 	return t, nil
 }
 
@@ -324,7 +324,7 @@ func (t *Tokenizer) encodePiece(piece string, out []int32) []int32 {
 	if len(piece) > cacheMaxWord || t.noCache {
 		return t.bpe(piece, out)
 	}
-	c := &t.cache
+	c := t.cache
 	c.mu.RLock()
 	ids, hit := c.m[piece]
 	full := len(c.m) >= cacheMaxEntries

@@ -228,3 +228,27 @@ func TestDefaultDir(t *testing.T) {
 		}
 	}
 }
+
+// TestConcurrentEncode hammers one Tokenizer (and its word cache) from several goroutines.
+func TestConcurrentEncode(t *testing.T) {
+	tk := loadReal(t)
+	samples := loadCorpus(t)
+	const workers = 4
+	errs := make(chan string, workers)
+	for w := 0; w < workers; w++ {
+		go func(w int) {
+			for i := w; i < len(samples); i += 97 {
+				if got := tk.Encode(samples[i].Text, false); !slices.Equal(got, samples[i].IDs) {
+					errs <- samples[i].Name
+					return
+				}
+			}
+			errs <- ""
+		}(w)
+	}
+	for w := 0; w < workers; w++ {
+		if name := <-errs; name != "" {
+			t.Errorf("concurrent Encode differs on a %s sample", name)
+		}
+	}
+}
