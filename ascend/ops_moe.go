@@ -223,7 +223,9 @@ func (b *Backend) Add(out, x, y backend.Tensor) error {
 }
 
 // AllReduce sums t over the group in place with HcclAllReduce (float32, sum); a strided
-// view goes through a contiguous scratch copy.
+// view goes through a contiguous scratch copy. It returns after synchronizing the stream:
+// every rank then releases its scratch memory at least once per collective, and a rank
+// that never reads results still takes part (see README, "Known gaps").
 func (b *Backend) AllReduce(t backend.Tensor) error {
 	ts, err := b.tensors("all-reduce", t)
 	if err != nil {
@@ -251,9 +253,11 @@ func (b *Backend) AllReduce(t backend.Tensor) error {
 			return err
 		}
 		if !d.contiguous() {
-			return b.cast(c, d.mat())
+			if err := b.cast(c, d.mat()); err != nil {
+				return err
+			}
 		}
-		return nil
+		return b.w.sync()
 	})
 }
 
@@ -292,7 +296,10 @@ func (b *Backend) AllGather(out, in backend.Tensor) error {
 			return err
 		}
 		recv.dims, recv.strides = []int64{int64(b.world), int64(m), int64(n)}, []int64{int64(m * n), int64(n), 1}
-		return b.cast(recv, o.v3(b.world, m, n, n, o.stride, 1, 0))
+		if err := b.cast(recv, o.v3(b.world, m, n, n, o.stride, 1, 0)); err != nil {
+			return err
+		}
+		return b.w.sync()
 	})
 }
 
