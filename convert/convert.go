@@ -158,6 +158,8 @@ type conv struct {
 	state runState
 	done  int64 // progress
 	total int64
+	// scratch is the float32 weight buffer reused by every quantized tensor.
+	scratch []float32
 }
 
 // ---- state (resume / restart) ----
@@ -388,6 +390,33 @@ func u16Bytes(v []uint16) []byte {
 		binary.LittleEndian.PutUint16(b[2*i:], x)
 	}
 	return b
+}
+
+// weightF32 returns a weight's bf16 values (see bf16Bits) widened to float32, in a
+// buffer reused across calls; a non-finite value is an error naming the tensor.
+func (c *conv) weightF32(in input) ([]float32, error) {
+	n := in.info.NumElements()
+	if cap(c.scratch) < n {
+		c.scratch = make([]float32, n)
+	}
+	w := c.scratch[:n]
+	file := filepath.Base(in.file.Path)
+	if in.info.DType == safetensors.BF16 {
+		t, err := c.tensor(in)
+		if err != nil {
+			return nil, err
+		}
+		if i := bf16ToF32Checked(w, t.Data); i >= 0 {
+			return nil, fmt.Errorf("convert: %s: tensor %q: non-finite value at element %d cannot be quantized", file, in.info.Name, i)
+		}
+		return w, nil
+	}
+	bits, err := c.bf16Bits(in)
+	if err != nil {
+		return nil, err
+	}
+	dtype.BF16SliceToF32(w, bits)
+	return w, checkFinite(file, in.info.Name, w)
 }
 
 func checkFinite(file, name string, w []float32) error {

@@ -410,6 +410,16 @@ func TestErrors(t *testing.T) {
 		{"unsupported dtype", func(t *testing.T, d string) {
 			rewrite(t, filepath.Join(d, shard1), "model.layers.0.input_layernorm.weight", safetensors.Spec{Name: "model.layers.0.input_layernorm.weight", DType: safetensors.I32, Shape: []int{200}}, make([]byte, 800))
 		}, Options{Mode: ModeBF16BF16}, []string{shard1, "model.layers.0.input_layernorm.weight", "unsupported dtype I32"}},
+		{"nan fp8 weight", func(t *testing.T, d string) {
+			data := make([]byte, 136*200)
+			data[77] = 0x7F
+			rewrite(t, filepath.Join(d, shard1), qa, safetensors.Spec{Name: qa, DType: safetensors.F8E4M3, Shape: []int{136, 200}}, data)
+		}, Options{Mode: ModeBF16Int8}, []string{shard1, qa, "non-finite"}},
+		{"inf bf16 weight", func(t *testing.T, d string) {
+			data := make([]byte, 2*136*200)
+			data[2*5+1], data[2*5] = 0x7F, 0x80
+			rewrite(t, filepath.Join(d, shard1), qa, safetensors.Spec{Name: qa, DType: safetensors.BF16, Shape: []int{136, 200}}, data)
+		}, Options{Mode: ModeBF16Int4}, []string{shard1, qa, "non-finite value at element 5"}},
 		{"heads not divisible", nil, Options{Mode: ModeBF16BF16, MP: 3}, []string{"n_heads (4) is not divisible by world size 3"}},
 		{"experts not divisible", nil, Options{Mode: ModeBF16BF16, MP: 8}, []string{"n_routed_experts (4) is not divisible by world size 8"}},
 		{"n-experts disagrees", nil, Options{Mode: ModeBF16BF16, NExperts: 8}, []string{"--n-experts 8"}},

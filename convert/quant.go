@@ -6,6 +6,7 @@ import (
 	"math"
 	"runtime"
 	"sync"
+	"sync/atomic"
 
 	"github.com/dsgate/dsgate/core/dtype"
 )
@@ -44,9 +45,10 @@ type quantOut struct {
 	scale  []byte // BF16 (n,) or (ceil(k/G), n)
 }
 
-// parallel runs fn over [0, n) split into contiguous chunks on up to GOMAXPROCS goroutines.
-func parallel(n int, fn func(lo, hi int)) {
-	w := min(runtime.GOMAXPROCS(0), n/64+1)
+// parallel runs fn over [0, n) split into contiguous chunks of at least minChunk on up
+// to GOMAXPROCS goroutines.
+func parallel(n, minChunk int, fn func(lo, hi int)) {
+	w := min(runtime.GOMAXPROCS(0), (n+minChunk-1)/minChunk)
 	if w <= 1 {
 		fn(0, n)
 		return
@@ -66,7 +68,7 @@ func parallel(n int, fn func(lo, hi int)) {
 // channelScales computes per-output-channel scales of W (n, k) over the whole k.
 func channelScales(w []float32, n, k int, qmax float32) []uint16 {
 	sc := make([]uint16, n)
-	parallel(n, func(lo, hi int) {
+	parallel(n, 64, func(lo, hi int) {
 		for c := lo; c < hi; c++ {
 			var amax float32
 			for _, v := range w[c*k : (c+1)*k] {
@@ -78,6 +80,14 @@ func channelScales(w []float32, n, k int, qmax float32) []uint16 {
 	return sc
 }
 
+// roundEven rounds x (|x| < 2^22) to the nearest integer, ties to even, in float32:
+// adding and subtracting 1.5*2^23 leaves exactly the rounded value (Go evaluates the
+// two operations in order, in float32).
+func roundEven(x float32) float32 {
+	const magic = 0x1.8p23
+	return (x + magic) - magic
+}
+
 // quantize quantizes the block W[r0:r1, c0:c1] of W (n, k) (rows = output channels,
 // columns = input dim) into the transposed stored layout (k_r, n_r). chScale, when
 // non-nil, holds per-channel scales for all n rows (computed over the full k);
@@ -86,40 +96,48 @@ func quantize(w []float32, k, r0, r1, c0, c1 int, s Scheme, chScale []uint16) qu
 	nr, kr := r1-r0, c1-c0
 	qmax := s.QMax()
 	lo := -qmax - 1
-	q := make([]int8, kr*nr)
+	q := make([]byte, kr*nr)
 	var scales []uint16
-	ng := 1
+	ng, group := 1, kr
 	if chScale != nil {
 		scales = chScale[r0:r1]
 	} else {
-		ng = (kr + s.Group - 1) / s.Group
+		group = s.Group
+		ng = (kr + group - 1) / group
 		scales = make([]uint16, ng*nr)
 	}
-	parallel(nr, func(a, b int) {
-		sf := make([]float32, ng)
-		for c := a; c < b; c++ {
-			row := w[(r0+c)*k+c0 : (r0+c)*k+c1]
-			if chScale != nil {
-				sf[0] = dtype.BF16ToF32(scales[c])
-			} else {
+	// Output channels go in blocks of 64, so that each stored row kk gets a contiguous
+	// 64-byte run per block (the transpose stays in cache).
+	const blk = 64
+	nb := (nr + blk - 1) / blk
+	parallel(nb, 1, func(a, b int) {
+		sf := make([]float32, blk*ng)
+		for bi := a; bi < b; bi++ {
+			cb, ce := bi*blk, min((bi+1)*blk, nr)
+			for c := cb; c < ce; c++ {
+				row := w[(r0+c)*k+c0 : (r0+c)*k+c1]
+				if chScale != nil {
+					sf[(c-cb)*ng] = dtype.BF16ToF32(scales[c])
+					continue
+				}
 				for g := range ng {
 					var amax float32
-					for _, v := range row[g*s.Group : min((g+1)*s.Group, kr)] {
+					for _, v := range row[g*group : min((g+1)*group, kr)] {
 						amax = max(amax, float32(math.Abs(float64(v))))
 					}
 					bs := ScaleFor(amax, qmax)
 					scales[g*nr+c] = bs
-					sf[g] = dtype.BF16ToF32(bs)
+					sf[(c-cb)*ng+g] = dtype.BF16ToF32(bs)
 				}
 			}
-			for kk, v := range row {
-				g := 0
-				if chScale == nil {
-					g = kk / s.Group
+			for kk := range kr {
+				g := kk / group
+				out := q[kk*nr+cb : kk*nr+ce]
+				src := w[(r0+cb)*k+c0+kk:]
+				for i := range out {
+					x := roundEven(src[i*k] / sf[i*ng+g])
+					out[i] = byte(int8(min(max(x, lo), qmax)))
 				}
-				x := float32(math.RoundToEven(float64(v / sf[g])))
-				x = min(max(x, lo), qmax)
-				q[kk*nr+c] = int8(x)
 			}
 		}
 	})
@@ -128,13 +146,19 @@ func quantize(w []float32, k, r0, r1, c0, c1 int, s Scheme, chScale []uint16) qu
 		binary.LittleEndian.PutUint16(out.scale[2*i:], v)
 	}
 	if s.Bits == 8 {
-		out.weight = make([]byte, len(q))
-		for i, v := range q {
-			out.weight[i] = byte(v)
-		}
+		out.weight = q
 		return out
 	}
-	out.weight = PackInt4(q)
+	out.weight = packInt4Bytes(q)
+	return out
+}
+
+// packInt4Bytes is PackInt4 on int8 values held as bytes.
+func packInt4Bytes(q []byte) []byte {
+	out := make([]byte, len(q)/2)
+	for i := range out {
+		out[i] = q[2*i]&0x0F | q[2*i+1]<<4
+	}
 	return out
 }
 
@@ -215,7 +239,7 @@ func DequantFP8(dst []uint16, w8 []byte, rows, cols int, scale []float32) error 
 		return fmt.Errorf("weight_scale_inv has %d values, want (%d, %d) for weight (%d, %d)", len(scale), sr, sc, rows, cols)
 	}
 	tab := dtype.E4M3Table()
-	parallel(rows, func(lo, hi int) {
+	parallel(rows, 64, func(lo, hi int) {
 		for r := lo; r < hi; r++ {
 			srow := scale[(r/128)*sc : (r/128+1)*sc]
 			in := w8[r*cols : (r+1)*cols]
@@ -226,4 +250,22 @@ func DequantFP8(dst []uint16, w8 []byte, rows, cols int, scale []float32) error 
 		}
 	})
 	return nil
+}
+
+// bf16ToF32Checked widens little-endian bf16 bytes into dst and reports the index of
+// the first Inf or NaN (-1 if none).
+func bf16ToF32Checked(dst []float32, src []byte) int {
+	var bad atomic.Int64
+	bad.Store(-1)
+	n := len(src) / 2
+	parallel(n, 1<<16, func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			u := uint32(src[2*i]) | uint32(src[2*i+1])<<8
+			if u&0x7F80 == 0x7F80 {
+				bad.CompareAndSwap(-1, int64(i))
+			}
+			dst[i] = math.Float32frombits(u << 16)
+		}
+	})
+	return int(bad.Load())
 }

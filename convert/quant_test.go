@@ -137,3 +137,18 @@ func TestDequantizeErrors(t *testing.T) {
 		t.Error("3 bits accepted")
 	}
 }
+
+func TestRoundEven(t *testing.T) {
+	for _, x := range []float32{0, 0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 126.5, 127.49998, -127.5, 7.5, -7.5, 0.49999997, 3.0000002, -8} {
+		if got, want := roundEven(x), float32(math.RoundToEven(float64(x))); got != want {
+			t.Errorf("roundEven(%v) = %v, want %v", x, got, want)
+		}
+	}
+	r := rng(5)
+	for range 100000 {
+		x := float32(int64(r.next()%1000000)-500000) / 3000
+		if got, want := roundEven(x), float32(math.RoundToEven(float64(x))); got != want {
+			t.Fatalf("roundEven(%v) = %v, want %v", x, got, want)
+		}
+	}
+}

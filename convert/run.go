@@ -14,7 +14,6 @@ import (
 	"strings"
 
 	"github.com/dsgate/dsgate/configs"
-	"github.com/dsgate/dsgate/core/dtype"
 	"github.com/dsgate/dsgate/core/safetensors"
 )
 
@@ -365,15 +364,8 @@ func (c *conv) writeRanks(ctx context.Context, jobs []refJob, perRank [][]safete
 func rankRange(size, r, n int) (int, int) { return r * size / n, (r + 1) * size / n }
 
 func (c *conv) quantJob(j refJob, ws []*safetensors.Writer, n int, scheme Scheme) error {
-	bits, err := c.bf16Bits(j.in)
+	w, err := c.weightF32(j.in)
 	if err != nil {
-		return err
-	}
-	w := make([]float32, len(bits))
-	dtype.BF16SliceToF32(w, bits)
-	bits = nil
-	file := filepath.Base(j.in.file.Path)
-	if err := checkFinite(file, j.in.info.Name, w); err != nil {
 		return err
 	}
 	rows, k := j.in.info.Shape[0], j.in.info.Shape[1]

@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/dsgate/dsgate/core/dtype"
@@ -17,24 +18,42 @@ import (
 type synth struct {
 	dim, inter, moeInter, layers, dense, heads, nope, rope, vdim, qlora, kvlora, experts, shared, vocab int
 	shards                                                                                              int
+	noMTP                                                                                               bool // omit the MTP layer
+	fp8                                                                                                 bool // linears as F8_E4M3 + weight_scale_inv
 }
 
 // tinySynth is small and shardable over 8 ranks with int4 groups of 32 on every
 // row-split tensor (k/8 a multiple of 32).
 var tinySynth = synth{dim: 256, inter: 512, moeInter: 256, layers: 2, dense: 1, heads: 8, nope: 16, rope: 16,
-	vdim: 32, qlora: 64, kvlora: 64, experts: 16, shared: 1, vocab: 1024, shards: 3}
+	vdim: 32, qlora: 64, kvlora: 64, experts: 8, shared: 1, vocab: 512, shards: 3}
+
+// benchSynth is about 1.0e9 parameters: 2.0 GB in bf16, 1.0 GB in fp8.
+var benchSynth = synth{dim: 2048, inter: 8192, moeInter: 1408, layers: 3, dense: 1, heads: 16, nope: 128, rope: 64,
+	vdim: 128, qlora: 512, kvlora: 512, experts: 48, shared: 2, vocab: 16384, shards: 4, noMTP: true}
 
 type synthTensor struct {
 	name  string
 	shape []int
 	f32   bool
+	fp8   bool // F8_E4M3 weight
+	scale bool // F32 weight_scale_inv
 }
 
 func (s synth) tensors() []synthTensor {
 	var ts []synthTensor
-	add := func(name string, shape ...int) { ts = append(ts, synthTensor{name: name, shape: shape}) }
+	add := func(name string, shape ...int) {
+		lin := strings.HasSuffix(name, "proj.weight")
+		ts = append(ts, synthTensor{name: name, shape: shape, fp8: s.fp8 && lin})
+		if s.fp8 && lin {
+			ts = append(ts, synthTensor{name: name + "_scale_inv", shape: []int{(shape[0] + 127) / 128, (shape[1] + 127) / 128}, f32: true, scale: true})
+		}
+	}
 	add("model.embed_tokens.weight", s.vocab, s.dim)
-	for l := 0; l <= s.layers; l++ { // layer s.layers is the MTP module
+	last := s.layers
+	if s.noMTP {
+		last--
+	}
+	for l := 0; l <= last; l++ { // layer s.layers is the MTP module
 		p := fmt.Sprintf("model.layers.%d.", l)
 		add(p+"input_layernorm.weight", s.dim)
 		add(p+"self_attn.q_a_proj.weight", s.qlora, s.dim)
@@ -100,8 +119,11 @@ func writeSynth(tb testing.TB, dir string, s synth, seed uint64) int64 {
 	sizes := make([]int64, len(ts))
 	for i, t := range ts {
 		n := int64(2)
-		if t.f32 {
+		switch {
+		case t.f32:
 			n = 4
+		case t.fp8:
+			n = 1
 		}
 		for _, d := range t.shape {
 			n *= int64(d)
@@ -126,8 +148,11 @@ func writeSynth(tb testing.TB, dir string, s synth, seed uint64) int64 {
 				continue
 			}
 			dt := safetensors.BF16
-			if t.f32 {
+			switch {
+			case t.f32:
 				dt = safetensors.F32
+			case t.fp8:
+				dt = safetensors.F8E4M3
 			}
 			specs = append(specs, safetensors.Spec{Name: t.name, DType: dt, Shape: t.shape})
 			idx = append(idx, i)
@@ -144,16 +169,32 @@ func writeSynth(tb testing.TB, dir string, s synth, seed uint64) int64 {
 			if len(t.shape) == 1 {
 				scale = 1
 			}
-			if t.f32 {
+			switch {
+			case t.scale:
+				for j := 0; j < len(buf); j += 4 {
+					binary.LittleEndian.PutUint32(buf[j:], math.Float32bits(float32(r.next()%1000+1)*1e-5))
+				}
+			case t.fp8:
+				for j := 0; j < len(buf); j += 8 {
+					x := r.next()
+					for b := range min(8, len(buf)-j) {
+						c := byte(x >> (8 * b))
+						if c&0x7F == 0x7F {
+							c ^= 1 // not NaN
+						}
+						buf[j+b] = c
+					}
+				}
+			case t.f32:
 				for j := 0; j < len(buf); j += 4 {
 					binary.LittleEndian.PutUint32(buf[j:], math.Float32bits(r.heavy()*scale))
 				}
-			} else {
+			default:
 				for j := 0; j < len(buf); j += 2 {
 					binary.LittleEndian.PutUint16(buf[j:], dtype.F32ToBF16(r.heavy()*scale))
 				}
 			}
-			if t.name == "model.layers.0.self_attn.o_proj.weight" {
+			if t.name == "model.layers.0.self_attn.o_proj.weight" && !t.fp8 {
 				// An all-zero output channel: its scale must stay finite.
 				cols := t.shape[1]
 				clear(buf[3*cols*2 : 4*cols*2])
