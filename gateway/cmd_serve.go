@@ -1,5 +1,275 @@
 package main
 
-func runServe(env *cmdEnv, args []string) error {
-	return notBuilt("gateway serve", 7)
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/caarlos0/env/v11"
+	"github.com/spf13/pflag"
+
+	"github.com/dsgate/dsgate/ascend"
+	"github.com/dsgate/dsgate/configs"
+	"github.com/dsgate/dsgate/core/engine"
+	"github.com/dsgate/dsgate/core/model"
+	"github.com/dsgate/dsgate/core/tokenizer"
+	"github.com/dsgate/dsgate/gateway/api"
+	"github.com/dsgate/dsgate/gateway/api/adapt"
+	"github.com/dsgate/dsgate/sessions"
+	"github.com/dsgate/dsgate/web"
+)
+
+// serveOptions are gateway serve's settings. Each comes from its flag, else its
+// GATEWAY_-prefixed environment variable, else the default; model fields come from the
+// config file with flags and GATEWAY_* variables on top (configs.Overrides).
+type serveOptions struct {
+	CkptPath      string        `env:"CKPT_PATH"`
+	ConfigPath    string        `env:"CONFIG_PATH"`
+	ModelName     string        `env:"MODEL_NAME"`
+	Backend       string        `env:"BACKEND"`
+	WorldSize     int           `env:"WORLD_SIZE"`
+	Addr          string        `env:"ADDR"`
+	RedisURL      string        `env:"REDIS_URL"`
+	SessionTTL    time.Duration `env:"SESSION_TTL"`
+	ExtensionsDir string        `env:"EXTENSIONS_DIR"`
+	DrainTimeout  time.Duration `env:"DRAIN_TIMEOUT"`
+	MaxQueue      int           `env:"MAX_QUEUE"`
+	MaxConcurrent int           `env:"MAX_CONCURRENT"`
+	MaxBodyBytes  int64         `env:"MAX_BODY_BYTES"`
+	CORSOrigins   []string      `env:"CORS_ORIGINS" envSeparator:","`
+	Tokenizer     string        `env:"TOKENIZER"`
+	CANNHome      string        `env:"CANN_HOME"`
+	// Secrets come only from the environment, never from flags (visible in ps).
+	APIKeys  []string `env:"API_KEYS" envSeparator:","`
+	AdminKey string   `env:"ADMIN_KEY"`
+}
+
+func defaultServeOptions() serveOptions {
+	return serveOptions{ModelName: "deepseek_v3", Backend: "cpu", WorldSize: 1, Addr: "127.0.0.1:8080",
+		SessionTTL: sessions.DefaultTTL, DrainTimeout: 30 * time.Second, MaxQueue: 256, MaxBodyBytes: 4 << 20}
+}
+
+func runServe(cenv *cmdEnv, args []string) error {
+	o := defaultServeOptions()
+	if err := env.ParseWithOptions(&o, env.Options{Prefix: configs.EnvPrefix, Environment: cenv.environ}); err != nil {
+		return fmt.Errorf("environment: %w", err)
+	}
+	fs := newFlagSet(cenv, "serve", "serve --ckpt-path DIR [--config-path FILE] [--model-name NAME] [--addr HOST:PORT] [flags]")
+	fs.StringVar(&o.CkptPath, "ckpt-path", o.CkptPath, "checkpoint folder (safetensors + config.json) (env GATEWAY_CKPT_PATH)")
+	fs.StringVar(&o.ConfigPath, "config-path", o.ConfigPath, "model config file (default: the checkpoint's config.json)")
+	fs.StringVar(&o.ModelName, "model-name", o.ModelName, "model id served by /v1/models")
+	fs.StringVar(&o.Backend, "backend", o.Backend, "compute backend: cpu or ascend")
+	fs.IntVar(&o.WorldSize, "world-size", o.WorldSize, "tensor-parallel ranks")
+	fs.StringVar(&o.Addr, "addr", o.Addr, "listen address (host:port; port 0 picks a free one)")
+	fs.StringVar(&o.RedisURL, "redis-url", o.RedisURL, "Redis URL for sessions (redis:// or rediss://); empty keeps sessions in memory")
+	fs.DurationVar(&o.SessionTTL, "session-ttl", o.SessionTTL, "sessions unused this long are deleted")
+	fs.StringVar(&o.ExtensionsDir, "extensions-dir", o.ExtensionsDir, "folder of uploaded WASM extensions (empty: in memory only)")
+	fs.DurationVar(&o.DrainTimeout, "drain-timeout", o.DrainTimeout, "on SIGTERM/SIGINT, how long running streams may finish")
+	fs.IntVar(&o.MaxQueue, "max-queue", o.MaxQueue, "requests waiting for the engine before 503 overloaded")
+	fs.IntVar(&o.MaxConcurrent, "max-concurrent", o.MaxConcurrent, "generation requests in flight before 503 overloaded (0 = max-queue + max-batch-size)")
+	fs.Int64Var(&o.MaxBodyBytes, "max-body-bytes", o.MaxBodyBytes, "largest JSON request body (413 above)")
+	fs.StringSliceVar(&o.CORSOrigins, "cors-origins", o.CORSOrigins, "browser origins allowed by CORS (comma-separated, * for any)")
+	fs.StringVar(&o.Tokenizer, "tokenizer", o.Tokenizer, "tokenizer folder (default: the checkpoint folder if it has tokenizer.json, else the fetched DeepSeek-V3 tokenizer)")
+	fs.StringVar(&o.CANNHome, "cann-home", o.CANNHome, "CANN toolkit folder for --backend ascend (default ASCEND_TOOLKIT_HOME)")
+	overrides := configs.RegisterOverrides(fs)
+	lf := addLogFlags(fs, cenv)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	log, err := lf.logger(cenv.stderr)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	return serve(ctx, cenv, o, fs, overrides, log)
+}
+
+func serve(ctx context.Context, cenv *cmdEnv, o serveOptions, fs *pflag.FlagSet, overrides *configs.Overrides, log *slog.Logger) error {
+	if o.CkptPath == "" {
+		return errors.New("--ckpt-path is required (make one with: gateway init-demo DIR)")
+	}
+	// model config: file, then GATEWAY_* variables, then flags
+	var cfg configs.Model
+	var err error
+	if o.ConfigPath != "" {
+		cfg, err = configs.LoadFile(o.ConfigPath)
+	} else {
+		cfg, err = configs.FromCheckpoint(o.CkptPath)
+	}
+	if err != nil {
+		return err
+	}
+	if err := overrides.Apply(&cfg, cenv.environ); err != nil {
+		return err
+	}
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+
+	tokDir := o.Tokenizer
+	if tokDir == "" {
+		tokDir = tokenizer.DefaultDir(cenv.environ)
+		if _, err := os.Stat(filepath.Join(o.CkptPath, "tokenizer.json")); err == nil {
+			tokDir = o.CkptPath
+		}
+	}
+	tok, err := tokenizer.Load(tokDir)
+	if err != nil {
+		return fmt.Errorf("tokenizer: %w", err)
+	}
+
+	mopt := model.Options{Backend: o.Backend, WorldSize: o.WorldSize, Logger: log}
+	switch o.Backend {
+	case "cpu", "reference":
+	case "ascend":
+		home := o.CANNHome
+		if home == "" {
+			home = ascend.DefaultHome(cenv.environ)
+		}
+		mopt.Factory = ascend.New(ascend.Options{CANNHome: home})
+	default:
+		return fmt.Errorf("--backend %q: want cpu or ascend", o.Backend)
+	}
+	start := time.Now()
+	m, err := model.Load(ctx, o.CkptPath, cfg, mopt)
+	if err != nil {
+		return fmt.Errorf("load model: %w", err)
+	}
+	defer m.Close()
+	log.Info("model loaded", "ckpt", o.CkptPath, "backend", o.Backend, "world_size", o.WorldSize, "seconds", time.Since(start).Seconds())
+
+	eng, err := engine.New(engineModel{m}, engine.Options{MaxBatchSize: cfg.MaxBatchSize, MaxQueue: o.MaxQueue,
+		EOS: []int32{tok.EOS()}, NewTextStream: func() engine.TextStream { return tok.NewStreamDecoder(true) }, Logger: log})
+	if err != nil {
+		return fmt.Errorf("engine: %w", err)
+	}
+	defer eng.Close()
+
+	var store sessions.Store
+	sopt := sessions.Options{TTL: o.SessionTTL}
+	if o.RedisURL != "" {
+		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		rs, err := sessions.NewRedis(rctx, o.RedisURL, sopt)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("sessions: %w", err)
+		}
+		store = rs
+		log.Info("sessions in Redis", "url", redactURL(o.RedisURL))
+	} else {
+		store = sessions.NewMemory(sopt)
+		log.Info("sessions in memory (set --redis-url to share them between gateways and keep them across restarts)")
+	}
+	defer store.Close()
+
+	// TODO(extensions): open the WASM host once package extensions lands.
+
+	maxConc := o.MaxConcurrent
+	if maxConc == 0 {
+		maxConc = o.MaxQueue + cfg.MaxBatchSize
+	}
+	srv, err := api.New(api.Config{
+		Engine: adapt.Engine(eng), Tokenizer: adapt.Tokenizer(tok), Sessions: adapt.Sessions(store),
+		ModelName: o.ModelName, MaxSeqLen: eng.MaxSeqLen(), APIKeys: o.APIKeys, AdminKey: o.AdminKey,
+		CORSOrigins: o.CORSOrigins, MaxBodyBytes: o.MaxBodyBytes, MaxConcurrent: maxConc, Static: web.FS(), Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+	if srv.OpenDevMode() {
+		log.Warn("!!! OPEN DEV MODE: no GATEWAY_API_KEYS or GATEWAY_ADMIN_KEY set; every request is accepted without a key, and anyone who can reach the port can upload extensions !!!")
+		if !fs.Changed("addr") && !isLoopback(o.Addr) {
+			log.Warn("open dev mode binds loopback only; pass --addr explicitly to listen elsewhere", "addr", o.Addr)
+			o.Addr = net.JoinHostPort("127.0.0.1", portOf(o.Addr))
+		}
+	}
+	ln, err := net.Listen("tcp", o.Addr)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	log.Info("serving", "addr", ln.Addr().String(), "model", o.ModelName, "max_seq_len", eng.MaxSeqLen())
+
+	select {
+	case err := <-errc:
+		return fmt.Errorf("http server: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info("shutting down: no new connections; running streams may finish", "drain_timeout", o.DrainTimeout)
+	dctx, cancel := context.WithTimeout(context.Background(), o.DrainTimeout)
+	defer cancel()
+	if err := hs.Shutdown(dctx); err != nil {
+		log.Warn("drain timeout reached: ending the remaining streams", "err", err)
+		ectx, ecancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := srv.Drain(ectx); err != nil {
+			log.Warn("streams did not end", "err", err)
+		}
+		// the cut streams now write their final error event and [DONE]; let them
+		if err := hs.Shutdown(ectx); err != nil {
+			_ = hs.Close()
+		}
+		ecancel()
+	}
+	log.Info("stopped")
+	return nil
+}
+
+// engineModel presents *model.Model as engine.Model (the two packages each define Seq).
+type engineModel struct{ m *model.Model }
+
+func (a engineModel) Forward(ctx context.Context, seqs []engine.Seq) ([][]float32, error) {
+	ms := make([]model.Seq, len(seqs))
+	for i, s := range seqs {
+		ms[i] = model.Seq(s)
+	}
+	return a.m.Forward(ctx, ms)
+}
+func (a engineModel) BlockSize() int { return a.m.BlockSize() }
+func (a engineModel) NumBlocks() int { return a.m.NumBlocks() }
+func (a engineModel) VocabSize() int { return a.m.VocabSize() }
+func (a engineModel) MaxSeqLen() int { return a.m.MaxSeqLen() }
+
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+func portOf(addr string) string {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "8080"
+	}
+	return port
+}
+
+// redactURL hides a password in a Redis URL for logs.
+func redactURL(u string) string {
+	if at := strings.LastIndex(u, "@"); at > 0 {
+		if i := strings.Index(u, "://"); i >= 0 && i+3 < at {
+			return u[:i+3] + "***" + u[at:]
+		}
+	}
+	return u
 }
