@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dsgate/dsgate/core/kvcache"
@@ -38,6 +40,10 @@ type seq struct {
 }
 
 func (s *seq) generated() int { return len(s.tokens) - s.promptLen }
+
+// parallelSampling is the number of logits (sequences × vocabulary) from which a step
+// samples its sequences on several goroutines.
+const parallelSampling = 1 << 18
 
 // loop is the scheduler goroutine.
 func (e *Engine) loop() {
@@ -227,7 +233,8 @@ func (e *Engine) step() {
 	case err == nil && len(logits) != len(seqs):
 		err = fmt.Errorf("model returned %d logit rows for %d sequences", len(logits), len(seqs))
 	}
-	generated := 0
+	var ready []*seq // sequences whose logits are to be sampled
+	var rows [][]float32
 	for i, s := range batch {
 		if err != nil {
 			e.removeRunning(s)
@@ -240,22 +247,45 @@ func (e *Engine) step() {
 		if s.pos < len(s.tokens) {
 			continue // more prefill to do
 		}
-		row := logits[i]
-		if len(row) < e.vocab {
+		if len(logits[i]) < e.vocab {
 			e.removeRunning(s)
-			e.finish(s, FinishError, fmt.Errorf("engine: model returned %d logits, want %d", len(row), e.vocab))
+			e.finish(s, FinishError, fmt.Errorf("engine: model returned %d logits, want %d", len(logits[i]), e.vocab))
 			continue
 		}
-		generated++
-		if reason, ferr := e.next(s, row[:e.vocab]); reason != "" {
+		ready = append(ready, s)
+		rows = append(rows, logits[i][:e.vocab])
+	}
+	reasons := make([]string, len(ready))
+	errs := make([]error, len(ready))
+	sampleOne := func(i int) { reasons[i], errs[i] = e.next(ready[i], rows[i]) }
+	if workers := min(len(ready), runtime.GOMAXPROCS(0)); workers > 1 && len(ready)*e.vocab >= parallelSampling {
+		// Sequences sample independently (own sampler, detokenizer, policy), so a big
+		// vocabulary is sampled on several cores.
+		var wg sync.WaitGroup
+		var next atomic.Int64
+		for range workers {
+			wg.Go(func() {
+				for i := int(next.Add(1)) - 1; i < len(ready); i = int(next.Add(1)) - 1 {
+					sampleOne(i)
+				}
+			})
+		}
+		wg.Wait()
+	} else {
+		for i := range ready {
+			sampleOne(i)
+		}
+	}
+	for i, s := range ready {
+		if reasons[i] != "" {
 			e.removeRunning(s)
-			e.finish(s, reason, ferr)
+			e.finish(s, reasons[i], errs[i])
 			continue
 		}
 		s.decoding = true
-		e.flushText(s, false)
 		e.send(s)
 	}
+	generated := len(ready)
 	e.publish(time.Since(start), generated)
 	e.statsMu.Lock()
 	e.stats.PrefillTokens += int64(prefill)
@@ -294,7 +324,7 @@ func (e *Engine) next(s *seq, logits []float32) (reason string, err error) {
 			return FinishError, err
 		}
 		if stop {
-			e.flushText(s, true)
+			s.endText()
 			return FinishStop, nil
 		}
 	} else {
@@ -309,22 +339,16 @@ func (e *Engine) next(s *seq, logits []float32) (reason string, err error) {
 	e.stats.GeneratedTokens++
 	e.statsMu.Unlock()
 	if e.eos[id] || s.stopIDs[id] {
-		e.flushText(s, true)
+		s.endText()
 		return FinishStop, nil
 	}
-	if s.text != nil {
-		s.held += s.text.Push(id)
-		if e.cutStop(s) {
-			return FinishStop, nil
-		}
+	if s.text != nil && s.addText(s.text.Push(id)) {
+		return FinishStop, nil
 	}
 	if len(s.tokens) >= s.limit {
-		e.flushText(s, true)
-		if e.cutStop(s) {
+		if s.endText() {
 			return FinishStop, nil
 		}
-		s.pending.Text += s.held
-		s.held = ""
 		return FinishLength, nil
 	}
 	return "", nil
@@ -339,37 +363,14 @@ func (e *Engine) callPolicy(s *seq, logits []float32) (id int32, stop bool, err 
 	return s.sampler.SampleWith(s.ctx, s.req.Policy, s.req.PolicyTopN, logits)
 }
 
-// cutStop looks for a stop string in the held text. On a match it emits the text
-// before it and reports true.
-func (e *Engine) cutStop(s *seq) bool {
-	best := -1
-	for _, stop := range s.req.StopStrings {
-		if i := strings.Index(s.held, stop); i >= 0 && (best < 0 || i < best) {
-			best = i
-		}
-	}
-	if best < 0 {
-		return false
-	}
-	s.pending.Text += s.held[:best]
-	s.held = ""
-	return true
-}
-
-// flushText moves held text that cannot be the start of a stop string into the
-// pending event; with final, it first drains the detokenizer.
-func (e *Engine) flushText(s *seq, final bool) {
-	if s.text == nil {
-		return
-	}
-	if final {
-		s.held += s.text.Flush()
-		if e.cutStop(s) {
-			return
-		}
-		s.pending.Text += s.held
-		s.held = ""
-		return
+// addText adds a detokenized delta. It reports true when the text now contains a stop
+// string: the text before it goes to the pending event and the rest is dropped.
+// Otherwise everything that cannot be the start of a stop string goes to the pending
+// event, and the rest is held back until later text decides.
+func (s *seq) addText(delta string) bool {
+	s.held += delta
+	if s.cutStop() {
+		return true
 	}
 	keep := 0
 	for _, stop := range s.req.StopStrings {
@@ -383,6 +384,38 @@ func (e *Engine) flushText(s *seq, final bool) {
 	}
 	s.pending.Text += s.held[:len(s.held)-keep]
 	s.held = s.held[len(s.held)-keep:]
+	return false
+}
+
+// endText drains the detokenizer at the end of the sequence and releases the held
+// text; it reports true when that completed a stop string.
+func (s *seq) endText() bool {
+	if s.text != nil {
+		s.held += s.text.Flush()
+	}
+	if s.cutStop() {
+		return true
+	}
+	s.pending.Text += s.held
+	s.held = ""
+	return false
+}
+
+// cutStop looks for a stop string in the held text. On a match it emits the text
+// before the earliest one and reports true.
+func (s *seq) cutStop() bool {
+	best := -1
+	for _, stop := range s.req.StopStrings {
+		if i := strings.Index(s.held, stop); i >= 0 && (best < 0 || i < best) {
+			best = i
+		}
+	}
+	if best < 0 {
+		return false
+	}
+	s.pending.Text += s.held[:best]
+	s.held = ""
+	return true
 }
 
 // finish ends s: it releases its blocks and policy, sends the final event and closes

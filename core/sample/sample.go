@@ -319,16 +319,18 @@ func cmpCand(logits []float32, a, b int32) int {
 // Argmax returns the index of the largest logit, the lowest index on ties (spec §6.3).
 // NaN logits are never chosen unless every logit is NaN.
 func Argmax(logits []float32) int32 {
-	best := -1
+	best, bv := -1, float32(math.Inf(-1))
 	for i, l := range logits {
-		if l != l {
-			continue
-		}
-		if best < 0 || l > logits[best] {
-			best = i
+		if l > bv { // false for NaN; strict, so the lowest index wins ties
+			best, bv = i, l
 		}
 	}
-	if best < 0 {
+	if best < 0 { // every logit is -Inf or NaN
+		for i, l := range logits {
+			if l == l {
+				return int32(i)
+			}
+		}
 		return 0
 	}
 	return int32(best)
