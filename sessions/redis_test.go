@@ -350,3 +350,32 @@ func TestRedisContextDeadline(t *testing.T) {
 	_, err := st.Create(ctx, "alice", "", nil)
 	wantErr(t, "create", err, context.DeadlineExceeded)
 }
+
+// TestRedisListDropsVanishedSessions: an owner-index entry whose session hash vanished
+// without Delete (evicted under maxmemory, or expired early by clock skew) is dropped by List,
+// and the page is still filled.
+func TestRedisListDropsVanishedSessions(t *testing.T) {
+	srv := redistest.Start(t)
+	ctx := t.Context()
+	clock := &fakeClock{t: time.Now()}
+	st := openRedis(t, srv.URL, Options{Now: clock.Now})
+	var made []string
+	for range 6 {
+		clock.add(time.Millisecond)
+		s, _ := st.Create(ctx, "alice", "", nil)
+		made = append(made, s.ID)
+	}
+	c := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	defer c.Close()
+	if err := c.Del(ctx, sessionKey(made[5]), sessionKey(made[3])).Err(); err != nil {
+		t.Fatal(err)
+	}
+	list, total, err := st.List(ctx, "alice", 3, 0)
+	wantErr(t, "list", err, nil)
+	if want := []string{made[4], made[2], made[1]}; !slices.Equal(ids(list), want) || total != 4 {
+		t.Fatalf("list = %v total %d, want %v total 4", ids(list), total, want)
+	}
+	if n, _ := c.ZCard(ctx, ownerKey("alice")).Result(); n != 4 {
+		t.Fatalf("owner index holds %d entries, want 4", n)
+	}
+}

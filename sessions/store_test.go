@@ -308,12 +308,12 @@ var storeCases = []struct {
 		wantErr(t, "acquire after stale release", err, ErrBusy)
 		rel2()
 	}},
-	{"busy mark expires by itself", Options{BusyTTL: 400 * time.Millisecond}, func(t *testing.T, e env) {
+	{"busy mark expires by itself", Options{BusyTTL: time.Second}, func(t *testing.T, e env) {
 		ctx := t.Context()
 		s, _ := e.store.Create(ctx, "alice", "", nil)
 		relCrashed, err := e.store.Acquire(ctx, "alice", s.ID) // a gateway that crashes: never released in time
 		wantErr(t, "acquire", err, nil)
-		e.elapse(600 * time.Millisecond)
+		e.elapse(1200 * time.Millisecond)
 		rel, err := e.store.Acquire(ctx, "alice", s.ID)
 		wantErr(t, "acquire after BusyTTL", err, nil)
 		relCrashed() // the crashed holder's late release leaves the new mark alone
@@ -321,15 +321,15 @@ var storeCases = []struct {
 		wantErr(t, "still busy", err, ErrBusy)
 		rel()
 	}},
-	{"ttl refreshed on use then expires", Options{TTL: time.Second}, func(t *testing.T, e env) {
+	{"ttl refreshed on use then expires", Options{TTL: 2 * time.Second}, func(t *testing.T, e env) {
 		ctx := t.Context()
 		s, _ := e.store.Create(ctx, "alice", "", nil)
 		idle, _ := e.store.Create(ctx, "alice", "", nil)
 		wantErr(t, "append", e.store.AppendTurn(ctx, "alice", s.ID, 0, mkTurn("x", 1)), nil)
-		e.elapse(600 * time.Millisecond)
+		e.elapse(1200 * time.Millisecond)
 		_, err := e.store.Get(ctx, "alice", s.ID) // refreshes s, not idle
 		wantErr(t, "get", err, nil)
-		e.elapse(600 * time.Millisecond)
+		e.elapse(1200 * time.Millisecond)
 		g, err := e.store.Get(ctx, "alice", s.ID)
 		wantErr(t, "get after 1.2 TTL since create, 0.6 since use", err, nil)
 		if len(g.Turns) != 1 {
@@ -341,7 +341,7 @@ var storeCases = []struct {
 		if total != 1 || !slices.Equal(ids(list), []string{s.ID}) {
 			t.Fatalf("list = %v total %d, want only %s", ids(list), total, s.ID)
 		}
-		e.elapse(1100 * time.Millisecond)
+		e.elapse(2100 * time.Millisecond)
 		_, err = e.store.Get(ctx, "alice", s.ID)
 		wantErr(t, "get expired", err, ErrNotFound)
 		_, total, _ = e.store.List(ctx, "alice", 10, 0)
