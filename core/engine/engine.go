@@ -12,7 +12,8 @@
 //     slot and blocks;
 //  2. admits waiting requests in arrival order (FCFS; a request that does not fit
 //     blocks the ones behind it, so none starves) while fewer than MaxBatchSize run
-//     and the KV pool has blocks for the whole prompt beyond its cached prefix;
+//     and the KV pool has blocks for the whole prompt beyond its cached prefix, plus
+//     one block of headroom per running sequence;
 //  3. gives every decoding sequence one token, then fills the rest of TokenBudget
 //     with prefill chunks of the sequences still prefilling, oldest first (chunked
 //     prefill: a long prompt takes several steps and never stalls the decoders);
@@ -122,7 +123,8 @@ type Request struct {
 	TopLogprobs int
 	// Policy, when set, chooses each token from the PolicyTopN (default 64) best
 	// candidates instead of the built-in sampler. The engine calls it from its
-	// scheduler goroutine and closes it when the request ends.
+	// scheduler goroutine (or a sampling worker; never concurrently) and closes it
+	// when the request ends; after a Submit error the caller closes it.
 	Policy     sample.Policy
 	PolicyTopN int
 }

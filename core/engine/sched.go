@@ -122,9 +122,16 @@ func (e *Engine) admit() {
 
 		t := e.pool.NewTable(s.req.Tenant)
 		matched := e.pool.Match(t, s.tokens)
-		if err := e.pool.Reserve(t, len(s.tokens)); err != nil {
+		// Keep one block of headroom per running sequence, so that admitting a long
+		// prompt does not immediately force the decoders to preempt it again.
+		need := e.pool.BlocksFor(len(s.tokens)) - len(t.Blocks)
+		if len(e.running) > 0 && e.pool.Available()-need < len(e.running) {
 			e.pool.Release(t)
 			return // FCFS: the head waits for memory, nobody overtakes it
+		}
+		if err := e.pool.Reserve(t, len(s.tokens)); err != nil {
+			e.pool.Release(t)
+			return
 		}
 		e.mu.Lock()
 		e.waiting = e.waiting[1:]
