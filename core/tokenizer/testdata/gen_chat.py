@@ -26,6 +26,12 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
+def gz_writer(path):
+    """A text writer for a gzip file with a zero mtime, so reruns give identical bytes."""
+    import io
+    return io.TextIOWrapper(gzip.GzipFile(path, "wb", compresslevel=9, mtime=0), encoding="utf-8")
+
+
 def default_dir():
     cache = os.environ.get("DSGATE_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "dsgate")
     return os.path.join(cache, "tokenizer", "deepseek_v3")
@@ -131,7 +137,7 @@ def main():
     assert hft.chat_template == cfg["chat_template"]
     build_chats()
     n = 0
-    with gzip.open(os.path.join(HERE, "chat.jsonl.gz"), "wt", encoding="utf-8") as f:
+    with gz_writer(os.path.join(HERE, "chat.jsonl.gz")) as f:
         for name, msgs in CHATS:
             for agp in (False, True):
                 text = hft.apply_chat_template(msgs, tokenize=False, add_generation_prompt=agp)
@@ -142,7 +148,7 @@ def main():
                                     "text": text, "ids": list(ids)}, ensure_ascii=False) + "\n")
                 n += 1
     rows = [json.loads(l) for l in gzip.open(os.path.join(HERE, "corpus.jsonl.gz"), "rt", encoding="utf-8")]
-    with gzip.open(os.path.join(HERE, "bos.jsonl.gz"), "wt", encoding="utf-8") as f:
+    with gz_writer(os.path.join(HERE, "bos.jsonl.gz")) as f:
         for r in rows[::200]:
             ids = hft.encode(r["text"])
             assert ids[0] == hft.bos_token_id, r["name"]

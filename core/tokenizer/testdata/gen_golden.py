@@ -29,6 +29,12 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
+def gz_writer(path):
+    """A text writer for a gzip file with a zero mtime, so reruns give identical bytes."""
+    import io
+    return io.TextIOWrapper(gzip.GzipFile(path, "wb", compresslevel=9, mtime=0), encoding="utf-8")
+
+
 def default_dir():
     cache = os.environ.get("DSGATE_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "dsgate")
     return os.path.join(cache, "tokenizer", "deepseek_v3")
@@ -333,7 +339,7 @@ def main():
     print("corpus: %d samples, %d bytes" % (len(samples), total), file=sys.stderr)
     encs = tok.encode_batch([s for _, s in samples], add_special_tokens=False)
     mismatch = 0
-    with gzip.open(os.path.join(HERE, "corpus.jsonl.gz"), "wt", encoding="utf-8", compresslevel=9) as f:
+    with gz_writer(os.path.join(HERE, "corpus.jsonl.gz")) as f:
         for i, ((name, s), e) in enumerate(zip(samples, encs)):
             if i % 7 == 0:
                 ids2 = hft.encode(s, add_special_tokens=False)
@@ -363,7 +369,7 @@ def main():
             else:
                 ids.append(rng.randrange(0, 128000))
         seqs.append(ids)
-    with gzip.open(os.path.join(HERE, "decode.jsonl.gz"), "wt", encoding="utf-8") as f:
+    with gz_writer(os.path.join(HERE, "decode.jsonl.gz")) as f:
         for ids in seqs:
             for skip in (False, True):
                 text = tok.decode(ids, skip_special_tokens=skip)
