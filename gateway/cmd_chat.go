@@ -1,5 +1,378 @@
 package main
 
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+
+	"github.com/dsgate/dsgate/core/engine"
+	"github.com/dsgate/dsgate/core/tokenizer"
+)
+
+// chatBackend answers one user turn, streaming text to out. Cancelling ctx stops the
+// answer; a stopped answer leaves the history as it was.
+type chatBackend interface {
+	turn(ctx context.Context, user string, out io.Writer) error
+	reset() error
+	setSystem(text string) error
+}
+
 func runChat(env *cmdEnv, args []string) error {
-	return notBuilt("gateway chat", 11)
+	fs := newFlagSet(env, "chat", "chat [--ckpt-path DIR | --url URL [--session-id ID]] [flags]")
+	lf := addLogFlags(fs, env)
+	mf := addModelFlags(fs, env)
+	sf := addSamplingFlags(fs)
+	url := fs.String("url", "", "attach to a running gateway instead of loading the model")
+	sessionID := fs.String("session-id", "", "with --url: continue this session (default: create one)")
+	apiKey := fs.String("api-key", env.environ["GATEWAY_API_KEY"], "with --url: Bearer key (env GATEWAY_API_KEY)")
+	system := fs.String("system", "", "system prompt")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	log, err := lf.logger(env.stderr)
+	if err != nil {
+		return err
+	}
+	// Ctrl-C stops the answer in progress, not the program: interrupts go to the
+	// current turn's cancel function.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt)
+	defer signal.Stop(sigs)
+
+	var be chatBackend
+	if *url != "" {
+		if err := checkBenchTarget(*url, true); err != nil {
+			return err
+		}
+		rb := &remoteChat{base: strings.TrimRight(*url, "/"), key: *apiKey, session: *sessionID, sampling: sf}
+		if err := rb.open(context.Background(), *system); err != nil {
+			return err
+		}
+		fmt.Fprintf(env.stderr, "session %s on %s\n", rb.session, rb.base)
+		be = rb
+	} else {
+		s, err := mf.load(context.Background(), env, log)
+		if err != nil {
+			return err
+		}
+		defer s.Close()
+		base, err := sf.request(s)
+		if err != nil {
+			return err
+		}
+		be = &localChat{s: s, base: base, system: *system}
+	}
+	return chatLoop(env, be, sigs)
+}
+
+// chatLoop reads lines, runs commands and turns, and routes Ctrl-C to the answer.
+func chatLoop(env *cmdEnv, be chatBackend, sigs <-chan os.Signal) error {
+	interactive := isTerminalReader(env.stdin)
+	if interactive {
+		fmt.Fprintln(env.stdout, "dsgate chat — /reset (or /clear) forgets the conversation, /system TEXT sets the system prompt, /exit quits; Ctrl-C stops an answer, Ctrl-D exits.")
+	}
+	var mu sync.Mutex
+	var cancelTurn context.CancelFunc
+	go func() {
+		for range sigs {
+			mu.Lock()
+			if cancelTurn != nil {
+				cancelTurn()
+			}
+			mu.Unlock()
+		}
+	}()
+	in := bufio.NewReader(env.stdin)
+	for {
+		if interactive {
+			fmt.Fprint(env.stdout, ">>> ")
+		}
+		line, err := in.ReadString('\n')
+		if err != nil && (err != io.EOF || line == "") {
+			if interactive {
+				fmt.Fprintln(env.stdout)
+			}
+			return nil // Ctrl-D / end of input
+		}
+		line = strings.TrimRight(line, "\r\n")
+		switch {
+		case strings.TrimSpace(line) == "":
+			continue
+		case line == "/exit" || line == "/quit":
+			return nil
+		case line == "/reset" || line == "/clear":
+			if err := be.reset(); err != nil {
+				fmt.Fprintln(env.stderr, "error:", err)
+			} else {
+				fmt.Fprintln(env.stdout, "(conversation cleared)")
+			}
+			continue
+		case strings.HasPrefix(line, "/system"):
+			if err := be.setSystem(strings.TrimSpace(strings.TrimPrefix(line, "/system"))); err != nil {
+				fmt.Fprintln(env.stderr, "error:", err)
+			} else {
+				fmt.Fprintln(env.stdout, "(system prompt set; conversation cleared)")
+			}
+			continue
+		case strings.HasPrefix(line, "/"):
+			fmt.Fprintln(env.stderr, "unknown command; try /reset, /clear, /system TEXT or /exit")
+			continue
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		mu.Lock()
+		cancelTurn = cancel
+		mu.Unlock()
+		err = be.turn(ctx, line, env.stdout)
+		mu.Lock()
+		cancelTurn = nil
+		mu.Unlock()
+		stopped := ctx.Err() != nil
+		cancel()
+		fmt.Fprintln(env.stdout)
+		switch {
+		case stopped:
+			fmt.Fprintln(env.stdout, "(stopped)")
+		case err != nil:
+			fmt.Fprintln(env.stderr, "error:", err)
+		}
+	}
+}
+
+func isTerminalReader(r io.Reader) bool {
+	f, ok := r.(*os.File)
+	return ok && isTerminal(f)
+}
+
+// localChat keeps the conversation in-process: the token ids of every finished turn,
+// so that each new prompt extends the previous one exactly (the engine's prefix cache
+// then prefills only the new turn).
+type localChat struct {
+	s      *stack
+	base   engine.Request
+	system string
+	msgs   []tokenizer.Message
+	ids    []int32 // prompt + answers of the finished turns
+}
+
+func (c *localChat) reset() error {
+	c.msgs, c.ids = nil, nil
+	return nil
+}
+
+func (c *localChat) setSystem(text string) error {
+	c.system = text
+	return c.reset()
+}
+
+func (c *localChat) turn(ctx context.Context, user string, out io.Writer) error {
+	var hist []tokenizer.Message
+	if c.system != "" {
+		hist = append(hist, tokenizer.Message{Role: "system", Content: c.system})
+	}
+	hist = append(hist, c.msgs...)
+	all := append(append([]tokenizer.Message(nil), hist...), tokenizer.Message{Role: "user", Content: user})
+	full, err := c.s.tok.ApplyChatTemplate(all, true)
+	if err != nil {
+		return err
+	}
+	prompt := c.s.tok.Encode(full, false)
+	if len(c.ids) > 0 {
+		prev, err := c.s.tok.ApplyChatTemplate(hist, false)
+		if err != nil {
+			return err
+		}
+		if strings.HasPrefix(full, prev) {
+			prompt = append(append([]int32(nil), c.ids...), c.s.tok.Encode(full[len(prev):], false)...)
+		}
+	}
+	req := c.base
+	req.Prompt = prompt
+	events, err := c.s.eng.Submit(ctx, req)
+	if err != nil {
+		return err
+	}
+	var text strings.Builder
+	var outIDs []int32
+	finish := ""
+	var ferr error
+	for ev := range events {
+		text.WriteString(ev.Text)
+		outIDs = append(outIDs, ev.Tokens...)
+		fmt.Fprint(out, ev.Text)
+		if ev.Finish != "" {
+			finish, ferr = ev.Finish, ev.Err
+		}
+	}
+	switch finish {
+	case "stop", "length":
+	case "cancelled":
+		return context.Canceled
+	default:
+		if ferr == nil {
+			ferr = fmt.Errorf("generation ended with %q", finish)
+		}
+		return ferr
+	}
+	// The template closes an assistant turn with EOS; keep the ids in that shape.
+	if eos := c.s.tok.EOS(); len(outIDs) == 0 || outIDs[len(outIDs)-1] != eos {
+		outIDs = append(outIDs, eos)
+	}
+	c.ids = append(prompt, outIDs...)
+	c.msgs = append(c.msgs, tokenizer.Message{Role: "user", Content: user}, tokenizer.Message{Role: "assistant", Content: text.String()})
+	return nil
+}
+
+// remoteChat talks to a running gateway; the history lives in a server session.
+type remoteChat struct {
+	base, key, session string
+	sampling           *samplingFlags
+}
+
+func (r *remoteChat) do(ctx context.Context, method, path string, body any) (*http.Response, error) {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return nil, err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, r.base+path, rd)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if r.key != "" {
+		req.Header.Set("Authorization", "Bearer "+r.key)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode >= 300 {
+		defer resp.Body.Close()
+		return nil, apiError(resp)
+	}
+	return resp, nil
+}
+
+func apiError(resp *http.Response) error {
+	var e struct {
+		Error struct {
+			Message string `json:"message"`
+			Code    string `json:"code"`
+		} `json:"error"`
+	}
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
+	if json.Unmarshal(b, &e) == nil && e.Error.Message != "" {
+		return fmt.Errorf("HTTP %d %s: %s", resp.StatusCode, e.Error.Code, e.Error.Message)
+	}
+	return fmt.Errorf("HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(b)))
+}
+
+// open makes sure there is a session to talk in.
+func (r *remoteChat) open(ctx context.Context, system string) error {
+	if r.session != "" {
+		resp, err := r.do(ctx, http.MethodGet, "/v1/sessions/"+r.session, nil)
+		if err != nil {
+			return fmt.Errorf("session %s: %w", r.session, err)
+		}
+		resp.Body.Close()
+		return nil
+	}
+	return r.create(ctx, system)
+}
+
+func (r *remoteChat) create(ctx context.Context, system string) error {
+	resp, err := r.do(ctx, http.MethodPost, "/v1/sessions", map[string]any{"system": system, "metadata": map[string]string{"title": "gateway chat"}})
+	if err != nil {
+		return fmt.Errorf("create session: %w", err)
+	}
+	defer resp.Body.Close()
+	var s struct {
+		ID string `json:"id"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil || s.ID == "" {
+		return fmt.Errorf("create session: bad response (%v)", err)
+	}
+	r.session = s.ID
+	return nil
+}
+
+// reset starts a new session (the old one stays listed on the server).
+func (r *remoteChat) reset() error { return r.create(context.Background(), "") }
+
+func (r *remoteChat) setSystem(text string) error { return r.create(context.Background(), text) }
+
+func (r *remoteChat) turn(ctx context.Context, user string, out io.Writer) error {
+	body := map[string]any{
+		"messages":   []map[string]string{{"role": "user", "content": user}},
+		"stream":     true,
+		"session_id": r.session,
+		"top_p":      *r.sampling.topP,
+	}
+	if *r.sampling.maxTokens > 0 {
+		body["max_tokens"] = *r.sampling.maxTokens
+	}
+	if *r.sampling.temperature >= 0 {
+		body["temperature"] = *r.sampling.temperature
+	}
+	if *r.sampling.topK > 0 {
+		body["top_k"] = *r.sampling.topK
+	}
+	if *r.sampling.seed >= 0 {
+		body["seed"] = *r.sampling.seed
+	}
+	resp, err := r.do(ctx, http.MethodPost, "/v1/chat/completions", body)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64*1024), 4<<20)
+	for sc.Scan() {
+		data, ok := strings.CutPrefix(sc.Text(), "data: ")
+		if !ok {
+			continue
+		}
+		if data == "[DONE]" {
+			return nil
+		}
+		var ev struct {
+			Choices []struct {
+				Delta struct {
+					Content string `json:"content"`
+				} `json:"delta"`
+			} `json:"choices"`
+			Error *struct {
+				Message string `json:"message"`
+				Code    string `json:"code"`
+			} `json:"error"`
+		}
+		if err := json.Unmarshal([]byte(data), &ev); err != nil {
+			return fmt.Errorf("bad event %q: %w", data, err)
+		}
+		if ev.Error != nil {
+			return fmt.Errorf("%s: %s", ev.Error.Code, ev.Error.Message)
+		}
+		if len(ev.Choices) > 0 {
+			fmt.Fprint(out, ev.Choices[0].Delta.Content)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return err
+	}
+	return errors.New("the stream ended without [DONE]")
 }

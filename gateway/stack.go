@@ -1,0 +1,159 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+
+	"github.com/dsgate/dsgate/ascend"
+	"github.com/dsgate/dsgate/configs"
+	"github.com/dsgate/dsgate/core/engine"
+	"github.com/dsgate/dsgate/core/model"
+	"github.com/dsgate/dsgate/core/tokenizer"
+	"github.com/spf13/pflag"
+)
+
+// modelFlags are the flags of every subcommand that runs the model in-process (serve,
+// batch, chat): where the checkpoint is, how to run it, and one override flag per
+// config field.
+type modelFlags struct {
+	ckptPath   *string
+	configPath *string
+	backend    *string
+	worldSize  *int
+	tokenizer  *string
+	blockSize  *int
+	kvBlocks   *int
+	maxQueue   *int
+	cannHome   *string
+	overrides  *configs.Overrides
+}
+
+func addModelFlags(fs *pflag.FlagSet, env *cmdEnv) *modelFlags {
+	getenv := func(k, def string) string {
+		if v, ok := env.environ[k]; ok && v != "" {
+			return v
+		}
+		return def
+	}
+	atoi := func(k string, def int) int {
+		if n, err := strconv.Atoi(env.environ[k]); err == nil {
+			return n
+		}
+		return def
+	}
+	return &modelFlags{
+		ckptPath:   fs.String("ckpt-path", getenv("GATEWAY_CKPT_PATH", ""), "checkpoint folder (HF or DeepSeek-converted) (env GATEWAY_CKPT_PATH)"),
+		configPath: fs.String("config-path", getenv("GATEWAY_CONFIG_PATH", ""), "model config JSON (default: the checkpoint's config.json) (env GATEWAY_CONFIG_PATH)"),
+		backend:    fs.String("backend", getenv("GATEWAY_BACKEND", "cpu"), "compute backend: cpu or ascend (env GATEWAY_BACKEND)"),
+		worldSize:  fs.Int("world-size", atoi("GATEWAY_WORLD_SIZE", 1), "ranks (1, 2, 4 or 8) (env GATEWAY_WORLD_SIZE)"),
+		tokenizer:  fs.String("tokenizer", getenv("GATEWAY_TOKENIZER", ""), "folder with tokenizer.json (default: the checkpoint folder, then the dsgate cache)"),
+		blockSize:  fs.Int("kv-block-size", atoi("GATEWAY_KV_BLOCK_SIZE", 16), "tokens per KV-cache block"),
+		kvBlocks:   fs.Int("kv-blocks", atoi("GATEWAY_KV_BLOCKS", 0), "KV-cache blocks per layer (0 = max_batch_size*max_seq_len worth)"),
+		maxQueue:   fs.Int("max-queue", atoi("GATEWAY_MAX_QUEUE", 256), "requests waiting for a batch slot before new ones get 'overloaded'"),
+		cannHome:   fs.String("cann-home", getenv("GATEWAY_CANN_HOME", ""), "CANN toolkit folder for --backend ascend (default ASCEND_TOOLKIT_HOME)"),
+		overrides:  configs.RegisterOverrides(fs),
+	}
+}
+
+// config resolves the model configuration: --config-path or the checkpoint's
+// config.json, then GATEWAY_* variables, then flags.
+func (mf *modelFlags) config(env *cmdEnv) (configs.Model, error) {
+	if *mf.ckptPath == "" {
+		return configs.Model{}, errors.New("--ckpt-path is required (a checkpoint folder; `gateway init-demo DIR` makes a small one)")
+	}
+	var cfg configs.Model
+	var err error
+	if *mf.configPath != "" {
+		cfg, err = configs.LoadFile(*mf.configPath)
+	} else {
+		cfg, err = configs.FromCheckpoint(*mf.ckptPath)
+	}
+	if err != nil {
+		return cfg, err
+	}
+	if err := mf.overrides.Apply(&cfg, env.environ); err != nil {
+		return cfg, err
+	}
+	if err := cfg.Validate(); err != nil {
+		return cfg, err
+	}
+	return cfg, cfg.CheckWorldSize(*mf.worldSize)
+}
+
+// tokenizerDir picks the tokenizer folder: --tokenizer, else the checkpoint folder when it
+// has tokenizer.json, else the dsgate cache.
+func (mf *modelFlags) tokenizerDir(env *cmdEnv) string {
+	if *mf.tokenizer != "" {
+		return *mf.tokenizer
+	}
+	if _, err := os.Stat(filepath.Join(*mf.ckptPath, "tokenizer.json")); err == nil {
+		return *mf.ckptPath
+	}
+	return tokenizer.DefaultDir(env.environ)
+}
+
+// stack is the in-process inference stack a subcommand runs on.
+type stack struct {
+	cfg   configs.Model
+	model *model.Model
+	eng   *engine.Engine
+	tok   *tokenizer.Tokenizer
+}
+
+// load builds the stack: tokenizer, model (weights on every rank) and engine.
+func (mf *modelFlags) load(ctx context.Context, env *cmdEnv, log *slog.Logger) (*stack, error) {
+	cfg, err := mf.config(env)
+	if err != nil {
+		return nil, err
+	}
+	tok, err := tokenizer.Load(mf.tokenizerDir(env))
+	if err != nil {
+		return nil, err
+	}
+	opt := model.Options{
+		Backend:   *mf.backend,
+		WorldSize: *mf.worldSize,
+		BlockSize: *mf.blockSize,
+		NumBlocks: *mf.kvBlocks,
+		AttnImpl:  cfg.AttnImpl,
+		Logger:    log,
+	}
+	switch *mf.backend {
+	case "cpu", "reference":
+	case "ascend":
+		home := *mf.cannHome
+		if home == "" {
+			home = ascend.DefaultHome(env.environ)
+		}
+		opt.Factory = ascend.New(ascend.Options{CANNHome: home})
+	default:
+		return nil, fmt.Errorf("--backend %q: want cpu or ascend", *mf.backend)
+	}
+	log.Info("loading model", "ckpt", *mf.ckptPath, "backend", *mf.backend, "world_size", *mf.worldSize, "layers", cfg.NLayers, "dtype", cfg.Dtype)
+	m, err := model.Load(ctx, *mf.ckptPath, cfg, opt)
+	if err != nil {
+		return nil, fmt.Errorf("load model: %w", err)
+	}
+	eng, err := engine.New(m, engine.Options{
+		MaxBatchSize:  cfg.MaxBatchSize,
+		MaxQueue:      *mf.maxQueue,
+		EOS:           []int32{tok.EOS()},
+		NewTextStream: func() engine.TextStream { return tok.NewStreamDecoder(true) },
+		Logger:        log,
+	})
+	if err != nil {
+		m.Close()
+		return nil, fmt.Errorf("start engine: %w", err)
+	}
+	return &stack{cfg: cfg, model: m, eng: eng, tok: tok}, nil
+}
+
+// Close stops the engine and frees the model.
+func (s *stack) Close() error {
+	return errors.Join(s.eng.Close(), s.model.Close())
+}
