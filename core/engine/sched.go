@@ -328,6 +328,9 @@ func (e *Engine) next(s *seq, logits []float32) (reason string, err error) {
 		var stop bool
 		id, stop, err = e.callPolicy(s, logits)
 		if err != nil {
+			if s.ctx.Err() != nil {
+				return FinishCancelled, nil // the policy call was cut short by the client
+			}
 			return FinishError, err
 		}
 		if stop {
