@@ -91,3 +91,18 @@ func BenchmarkDecodeStream(b *testing.B) {
 	}
 	b.ReportMetric(float64(tokens)*float64(b.N)/time.Since(start).Seconds(), "tok/s")
 }
+
+// BenchmarkEncodePrompt encodes one chat-sized prompt (about 1.5 KB of English and code) per
+// iteration: the per-request cost in the gateway, allocations included.
+func BenchmarkEncodePrompt(b *testing.B) {
+	tk := loadReal(b)
+	prompt := strings.Repeat("Write a Go function that parses RFC 3339 timestamps, handles time zones, "+
+		"and returns an error for malformed input.\n\n```go\nfunc Parse(s string) (time.Time, error) {\n\treturn time.Parse(time.RFC3339, s)\n}\n```\n", 6)
+	b.SetBytes(int64(len(prompt)))
+	b.ReportAllocs()
+	n := 0
+	for b.Loop() {
+		n = len(tk.Encode(prompt, false))
+	}
+	b.ReportMetric(float64(n), "tokens")
+}
