@@ -64,8 +64,9 @@
 //
 // Errors wrap ErrNotFound, ErrBusy, ErrConflict or ErrUnavailable (match with errors.Is); a
 // cancelled caller context gives the context's error instead. While Redis is unreachable
-// every call fails fast with ErrUnavailable; the go-redis pool redials by itself, so the
-// same Store works again as soon as Redis is back (TestRedisKillRestart proves it). Whether
+// every call fails with ErrUnavailable (within ~0.5 s; fast once the pool's breaker is open);
+// the go-redis pool redials by itself, so the same Store works again within about a second
+// of Redis's return (TestRedisKillRestart proves it). Whether
 // committed turns survive a Redis restart is Redis's persistence setting: run it with
 // appendonly yes (appendfsync always or everysec) in production.
 package sessions

@@ -17,11 +17,14 @@ import (
 // keyPrefix starts every key the Redis store writes.
 const keyPrefix = "dsgate:"
 
-func sessionKey(id string) string   { return keyPrefix + "sess:" + id }
-func turnsKey(id string) string     { return keyPrefix + "sess:" + id + ":turns" }
-func busyKey(id string) string      { return keyPrefix + "sess:" + id + ":busy" }
-func ownerKey(owner string) string  { return keyPrefix + "owner:" + owner }
-func releaseTimeout() time.Duration { return 2 * time.Second }
+func sessionKey(id string) string  { return keyPrefix + "sess:" + id }
+func turnsKey(id string) string    { return keyPrefix + "sess:" + id + ":turns" }
+func busyKey(id string) string     { return keyPrefix + "sess:" + id + ":busy" }
+func ownerKey(owner string) string { return keyPrefix + "owner:" + owner }
+
+// releaseTimeout bounds the release of a busy mark (it runs after the request's context may
+// have ended).
+const releaseTimeout = 2 * time.Second
 
 // Redis is the Store over a Redis server (go-redis v9), shared by every gateway that uses the
 // same server. It is safe for concurrent use. The go-redis client keeps a connection pool and
@@ -111,6 +114,9 @@ func (r *Redis) Get(ctx context.Context, owner, id string) (*Session, error) {
 	if err != nil {
 		return nil, fail(ctx, "get", err)
 	}
+	if len(res) == 0 {
+		return nil, fmt.Errorf("sessions: get %q: empty reply: %w", id, ErrUnavailable)
+	}
 	if st, _ := res[0].(int64); st != 1 {
 		return nil, notFound(id)
 	}
@@ -170,6 +176,9 @@ func (r *Redis) List(ctx context.Context, owner string, limit, offset int) ([]*S
 		cutoff, max(offset, 0), max(limit, 0), keyPrefix+"sess:").Slice()
 	if err != nil {
 		return nil, 0, fail(ctx, "list", err)
+	}
+	if len(res) == 0 {
+		return nil, 0, fmt.Errorf("sessions: list: empty reply: %w", ErrUnavailable)
 	}
 	total, _ := res[0].(int64)
 	rows := res[1:]
@@ -261,7 +270,7 @@ func (r *Redis) Acquire(ctx context.Context, owner, id string) (func(), error) {
 	var once sync.Once
 	return func() {
 		once.Do(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), releaseTimeout())
+			ctx, cancel := context.WithTimeout(context.Background(), releaseTimeout)
 			defer cancel()
 			_ = releaseScript.Run(ctx, r.client, []string{busyKey(id)}, token).Err()
 		})
@@ -284,6 +293,9 @@ func (r *Redis) AppendTurn(ctx context.Context, owner, id string, expectedTurns 
 	res, err := appendScript.Run(ctx, r.client, r.keys(owner, id), args...).Slice()
 	if err != nil {
 		return fail(ctx, "append turn", err)
+	}
+	if len(res) == 0 {
+		return fmt.Errorf("sessions: append turn %q: empty reply: %w", id, ErrUnavailable)
 	}
 	st, _ := res[0].(int64)
 	switch st {
