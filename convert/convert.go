@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -158,8 +157,10 @@ type conv struct {
 	state runState
 	done  int64 // progress
 	total int64
-	// scratch is the float32 weight buffer reused by every quantized tensor.
-	scratch []float32
+	// scratch is the float32 weight buffer reused by every quantized tensor, bscratch
+	// the bf16 byte buffer of converted (not copied) tensors.
+	scratch  []float32
+	bscratch []byte
 }
 
 // ---- state (resume / restart) ----
@@ -352,44 +353,38 @@ func checkInputDType(file string, t safetensors.TensorInfo) error {
 	return fmt.Errorf("convert: %s: tensor %q has unsupported dtype %s (want F8_E4M3, BF16, F16 or F32)", file, t.Name, t.DType)
 }
 
-// bf16Bits returns the tensor as bf16 bits: fp8 dequantized with its block scale,
-// F32/F16 rounded to nearest even, BF16 as is.
-func (c *conv) bf16Bits(in input) ([]uint16, error) {
+// bf16Bytes returns the tensor as little-endian bf16 bytes: fp8 dequantized with its
+// block scale, F32/F16 rounded to nearest even, BF16 as is (aliasing the mapping).
+// Converted data lives in a buffer reused across calls.
+func (c *conv) bf16Bytes(in input) ([]byte, error) {
 	t, err := c.tensor(in)
 	if err != nil {
 		return nil, err
 	}
+	if t.DType == safetensors.BF16 {
+		return t.Data, nil
+	}
 	n := t.NumElements()
-	out := make([]uint16, n)
-	switch t.DType {
-	case safetensors.F8E4M3:
+	if cap(c.bscratch) < 2*n {
+		c.bscratch = make([]byte, 2*n)
+	}
+	out := c.bscratch[:2*n]
+	if t.DType == safetensors.F8E4M3 {
 		s, err := c.fp8Scale(t.TensorInfo, filepath.Base(in.file.Path))
 		if err != nil {
 			return nil, err
 		}
-		if err := DequantFP8(out, t.Data, t.Shape[0], t.Shape[1], s); err != nil {
-			return nil, fmt.Errorf("convert: %s: tensor %q: %w", filepath.Base(in.file.Path), t.Name, err)
-		}
-	case safetensors.BF16:
-		for i := range out {
-			out[i] = binary.LittleEndian.Uint16(t.Data[2*i:])
-		}
-	default:
-		f, err := t.Float32()
-		if err != nil {
-			return nil, fmt.Errorf("convert: %w", err)
-		}
-		dtype.F32SliceToBF16(out, f)
+		dequantFP8Into(out, nil, t.Data, t.Shape[0], t.Shape[1], s)
+		return out, nil
+	}
+	f, err := t.Float32()
+	if err != nil {
+		return nil, fmt.Errorf("convert: %w", err)
+	}
+	for i, v := range f {
+		binary.LittleEndian.PutUint16(out[2*i:], dtype.F32ToBF16(v))
 	}
 	return out, nil
-}
-
-func u16Bytes(v []uint16) []byte {
-	b := make([]byte, 2*len(v))
-	for i, x := range v {
-		binary.LittleEndian.PutUint16(b[2*i:], x)
-	}
-	return b
 }
 
 // weightF32 returns a weight's bf16 values (see bf16Bits) widened to float32, in a
@@ -411,19 +406,12 @@ func (c *conv) weightF32(in input) ([]float32, error) {
 		}
 		return w, nil
 	}
-	bits, err := c.bf16Bits(in)
+	b, err := c.bf16Bytes(in)
 	if err != nil {
 		return nil, err
 	}
-	dtype.BF16SliceToF32(w, bits)
-	return w, checkFinite(file, in.info.Name, w)
-}
-
-func checkFinite(file, name string, w []float32) error {
-	for i, v := range w {
-		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
-			return fmt.Errorf("convert: %s: tensor %q: non-finite value %v at element %d cannot be quantized", file, name, v, i)
-		}
+	if i := bf16ToF32Checked(w, b); i >= 0 {
+		return nil, fmt.Errorf("convert: %s: tensor %q: non-finite value at element %d cannot be quantized", file, in.info.Name, i)
 	}
-	return nil
+	return w, nil
 }

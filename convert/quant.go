@@ -252,6 +252,36 @@ func DequantFP8(dst []uint16, w8 []byte, rows, cols int, scale []float32) error 
 	return nil
 }
 
+// dequantFP8Into is DequantFP8 writing either little-endian bf16 bytes (b, 2 per
+// element) or the bf16 values widened to float32 (f). Shapes must be checked already.
+func dequantFP8Into(b []byte, f []float32, w8 []byte, rows, cols int, scale []float32) {
+	sc := (cols + 127) / 128
+	tab := dtype.E4M3Table()
+	parallel(rows, 16, func(lo, hi int) {
+		for r := lo; r < hi; r++ {
+			srow := scale[(r/128)*sc : (r/128+1)*sc]
+			in := w8[r*cols : (r+1)*cols]
+			for c0 := 0; c0 < cols; c0 += 128 {
+				s := srow[c0>>7]
+				blk := in[c0:min(c0+128, cols)]
+				if b != nil {
+					out := b[2*(r*cols+c0):]
+					for i, x := range blk {
+						h := dtype.F32ToBF16(tab[x] * s)
+						out[2*i] = byte(h)
+						out[2*i+1] = byte(h >> 8)
+					}
+				} else {
+					out := f[r*cols+c0:]
+					for i, x := range blk {
+						out[i] = dtype.BF16ToF32(dtype.F32ToBF16(tab[x] * s))
+					}
+				}
+			}
+		}
+	})
+}
+
 // bf16ToF32Checked widens little-endian bf16 bytes into dst and reports the index of
 // the first Inf or NaN (-1 if none).
 func bf16ToF32Checked(dst []float32, src []byte) int {

@@ -79,12 +79,10 @@ func (c *conv) runHF(ctx context.Context) error {
 			}
 			data := t.Data
 			if t.DType == safetensors.F8E4M3 {
-				bits, err := c.bf16Bits(j.in)
-				if err != nil {
+				if data, err = c.bf16Bytes(j.in); err != nil {
 					w.Abort()
 					return err
 				}
-				data = u16Bytes(bits)
 			}
 			if err := w.WriteTensor(t.Name, data); err != nil {
 				w.Abort()
@@ -412,11 +410,9 @@ func (c *conv) keptJob(j refJob, ws []*safetensors.Writer, n int) error {
 			binary.LittleEndian.PutUint32(data[4*i:], math.Float32bits(v))
 		}
 	default:
-		bits, err := c.bf16Bits(j.in)
-		if err != nil {
+		if data, err = c.bf16Bytes(j.in); err != nil {
 			return err
 		}
-		data = u16Bytes(bits)
 	}
 	esz := j.outDType.Size()
 	for _, o := range j.outs {
