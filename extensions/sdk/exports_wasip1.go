@@ -1,0 +1,135 @@
+//go:build wasip1
+
+package sdk
+
+import (
+	"encoding/json"
+	"errors"
+	"unsafe"
+)
+
+// guest holds the ABI buffers of this instance.
+var guest = struct {
+	buffers map[uint32][]byte // blocks handed out by dsgate_alloc, by address (kept alive)
+	out     []byte            // the last rendered prompt
+	errMsg  []byte            // the last error message (dsgate_error)
+	step    Step
+}{buffers: map[uint32][]byte{}}
+
+var (
+	errNoHandler  = errors.New("sdk: no handler registered for this kind (call sdk.HandleTemplate or sdk.HandleSampler from init)")
+	errBadBlock   = errors.New("sdk: the host passed a block dsgate_alloc did not hand out")
+	errNegativeID = errors.New("sdk: the sampler chose a negative id")
+)
+
+// setError records err for dsgate_error.
+func setError(err error) { guest.errMsg = append(guest.errMsg[:0], err.Error()...) }
+
+//go:wasmexport dsgate_abi_version
+func abiVersion() int32 { return ABIVersion }
+
+// alloc hands the host a block of n bytes that stays alive for the instance's life.
+//
+//go:wasmexport dsgate_alloc
+func alloc(n int32) uint32 {
+	if n < 0 {
+		return 0
+	}
+	b := make([]byte, max(n, 1))
+	p := uint32(uintptr(unsafe.Pointer(&b[0])))
+	guest.buffers[p] = b
+	return p
+}
+
+// block returns the first n bytes of the block at p that alloc handed out, or nil.
+func block(p, n uint32) []byte {
+	b, ok := guest.buffers[p]
+	if !ok || int(n) > len(b) {
+		return nil
+	}
+	return b[:n]
+}
+
+func pack(b []byte) int64 {
+	if len(b) == 0 {
+		return 0
+	}
+	return int64(uint64(uint32(uintptr(unsafe.Pointer(&b[0]))))<<32 | uint64(uint32(len(b))))
+}
+
+//go:wasmexport dsgate_error
+func lastError() int64 { return pack(guest.errMsg) }
+
+//go:wasmexport dsgate_template_render
+func templateRender(p, n uint32) int64 {
+	if handlers.template == nil {
+		setError(errNoHandler)
+		return -1
+	}
+	in := block(p, n)
+	if in == nil {
+		setError(errBadBlock)
+		return -1
+	}
+	var ti TemplateInput
+	if err := json.Unmarshal(in, &ti); err != nil {
+		setError(err)
+		return -1
+	}
+	s, err := handlers.template(&ti)
+	if err != nil {
+		setError(err)
+		return -1
+	}
+	guest.out = append(guest.out[:0], s...)
+	return pack(guest.out)
+}
+
+//go:wasmexport dsgate_sampler_init
+func samplerInit(p, n uint32, seed uint64) int32 {
+	if handlers.sampler == nil {
+		setError(errNoHandler)
+		return -2
+	}
+	var args []byte
+	if n > 0 {
+		if args = block(p, n); args == nil {
+			setError(errBadBlock)
+			return -2
+		}
+	}
+	if err := handlers.sampler.Init(args, seed); err != nil {
+		setError(err)
+		return -2
+	}
+	return 0
+}
+
+//go:wasmexport dsgate_sampler_next
+func samplerNext(p, n uint32) int32 {
+	if handlers.sampler == nil {
+		setError(errNoHandler)
+		return -2
+	}
+	in := block(p, n)
+	if in == nil {
+		setError(errBadBlock)
+		return -2
+	}
+	if err := DecodeStep(in, &guest.step); err != nil {
+		setError(err)
+		return -2
+	}
+	id, stop, err := handlers.sampler.Next(&guest.step)
+	switch {
+	case err != nil:
+		setError(err)
+		return -2
+	case stop:
+		return -1
+	case id < 0:
+		setError(errNegativeID)
+		return -2
+	}
+	return id
+}
