@@ -38,6 +38,9 @@ type Backend struct {
 	comm   C.uintptr_t
 	matDT  int // device dtype of dense matrices: dtBF16 or dtF32
 	closed bool
+	// gatherRowIdx is a test seam: FusedMoE asks MoeInitRoutingV3 for the gather-form
+	// row index (rowIdxType 0) that MoeTokenUnpermute does not take.
+	gatherRowIdx bool
 }
 
 var _ backend.Backend = (*Backend)(nil)
@@ -175,6 +178,7 @@ type descs struct {
 	a       *api
 	tensors []C.uintptr_t
 	scalars []C.uintptr_t
+	lists   []C.uintptr_t
 	err     error
 }
 
@@ -218,7 +222,10 @@ func (d *descs) free() {
 	for _, h := range d.scalars {
 		C.dsg_destroyScalar(d.a.p, h)
 	}
-	d.tensors, d.scalars = nil, nil
+	for _, h := range d.lists {
+		C.dsg_destroyTensorList(d.a.p, h)
+	}
+	d.tensors, d.scalars, d.lists = nil, nil, nil
 }
 
 // op runs one aclnn operator on the rank's thread: mk builds the descriptors and calls
