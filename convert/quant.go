@@ -112,6 +112,7 @@ func quantize(w []float32, k, r0, r1, c0, c1 int, s Scheme, chScale []uint16) qu
 	nb := (nr + blk - 1) / blk
 	parallel(nb, 1, func(a, b int) {
 		sf := make([]float32, blk*ng)
+		tile := make([]byte, blk*blk)
 		for bi := a; bi < b; bi++ {
 			cb, ce := bi*blk, min((bi+1)*blk, nr)
 			for c := cb; c < ce; c++ {
@@ -130,13 +131,31 @@ func quantize(w []float32, k, r0, r1, c0, c1 int, s Scheme, chScale []uint16) qu
 					sf[(c-cb)*ng+g] = dtype.BF16ToF32(bs)
 				}
 			}
-			for kk := range kr {
-				g := kk / group
-				out := q[kk*nr+cb : kk*nr+ce]
-				src := w[(r0+cb)*k+c0+kk:]
-				for i := range out {
-					x := roundEven(src[i*k] / sf[i*ng+g])
-					out[i] = byte(int8(min(max(x, lo), qmax)))
+			// Quantize a 64x64 tile at a time: rows of W are read contiguously, the
+			// transposed tile is written to the output row by row.
+			for kk0 := 0; kk0 < kr; kk0 += blk {
+				kk1 := min(kk0+blk, kr)
+				for c := cb; c < ce; c++ {
+					row := w[(r0+c)*k+c0 : (r0+c)*k+c1]
+					sfc := sf[(c-cb)*ng : (c-cb+1)*ng]
+					for a := kk0; a < kk1; {
+						g := a / group
+						e := min(kk1, (g+1)*group)
+						inv := sfc[g]
+						for kk := a; kk < e; kk++ {
+							x := roundEven(row[kk] / inv)
+							if x > qmax {
+								x = qmax
+							} else if x < lo {
+								x = lo
+							}
+							tile[(kk-kk0)*blk+(c-cb)] = byte(int8(x))
+						}
+						a = e
+					}
+				}
+				for kk := kk0; kk < kk1; kk++ {
+					copy(q[kk*nr+cb:kk*nr+ce], tile[(kk-kk0)*blk:(kk-kk0)*blk+ce-cb])
 				}
 			}
 		}

@@ -152,3 +152,22 @@ func TestRoundEven(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkQuantize measures the quantizer alone on an expert-sized (1408, 2048) matrix.
+func BenchmarkQuantize(b *testing.B) {
+	const n, k = 1408, 2048
+	w := matrix(n, k, 3, false)
+	for _, s := range []Scheme{{8, 0}, {4, 0}, {4, 128}, {4, 32}} {
+		b.Run(fmt.Sprintf("int%d-g%d", s.Bits, s.Group), func(b *testing.B) {
+			b.SetBytes(2 * n * k) // bf16 input bytes
+			for b.Loop() {
+				var ch []uint16
+				if s.Group == 0 {
+					ch = channelScales(w, n, k, s.QMax())
+				}
+				quantize(w, k, 0, n, 0, k, s, ch)
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/(n*k), "ns/weight")
+		})
+	}
+}
