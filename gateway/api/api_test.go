@@ -34,15 +34,25 @@ type harness struct {
 
 func newHarness(t *testing.T, mod func(*Config)) *harness {
 	t.Helper()
-	h := &harness{t: t, eng: newFakeEngine(), store: newFakeStore(), ext: newFakeExt()}
+	h := newHarnessTB(t, mod)
+	h.t = t
+	return h
+}
+
+// newHarnessTB builds the harness for any testing.TB (fuzz targets, benchmarks).
+func newHarnessTB(t testing.TB, mods ...func(*Config)) *harness {
+	t.Helper()
+	h := &harness{eng: newFakeEngine(), store: newFakeStore(), ext: newFakeExt()}
 	cfg := Config{
 		Engine: h.eng, Tokenizer: fakeTok{}, Sessions: h.store, Extensions: h.ext,
 		MaxSeqLen: 256, APIKeys: []string{keyA, keyB}, AdminKey: keyAdmin,
 		MaxBodyBytes: 8 << 10, CORSOrigins: []string{"https://chat.example"},
 		Static: fstest.MapFS{"index.html": {Data: []byte("<html>dsgate</html>")}, "app.js": {Data: []byte("let x")}},
 	}
-	if mod != nil {
-		mod(&cfg)
+	for _, mod := range mods {
+		if mod != nil {
+			mod(&cfg)
+		}
 	}
 	srv, err := New(cfg)
 	if err != nil {
@@ -298,7 +308,7 @@ func TestChatNonStreaming(t *testing.T) {
 		t.Fatalf("default max tokens %d", req.MaxTokens)
 	}
 	// EOS stop -> finish_reason stop
-	h.eng.stopAfter = 2
+	h.eng.set(func(f *fakeEngine) { f.stopAfter = 2 })
 	r = h.do("POST", "/v1/chat/completions", keyA, chatBody(nil))
 	if fr := r.json(t)["choices"].([]any)[0].(map[string]any)["finish_reason"]; fr != "stop" {
 		t.Fatalf("finish %v", fr)
@@ -566,8 +576,8 @@ func TestBadRequests(t *testing.T) {
 
 func TestOverloaded(t *testing.T) {
 	h := newHarness(t, func(c *Config) { c.MaxConcurrent = 1 })
-	h.eng.block = make(chan struct{})
-	h.eng.started = make(chan struct{}, 1)
+	h.eng.set(func(f *fakeEngine) { f.block = make(chan struct{}) })
+	h.eng.set(func(f *fakeEngine) { f.started = make(chan struct{}, 1) })
 	var wg sync.WaitGroup
 	wg.Add(1)
 	var first resp
@@ -583,7 +593,7 @@ func TestOverloaded(t *testing.T) {
 		t.Fatalf("first: %d", first.status)
 	}
 	// the engine's own queue-full error
-	h.eng.overloaded = true
+	h.eng.set(func(f *fakeEngine) { f.overloaded = true })
 	r = h.do("POST", "/v1/chat/completions", keyA, chatBody(nil))
 	if r.status != 503 || r.errCode(t) != CodeOverloaded || r.header.Get("Retry-After") != "1" {
 		t.Fatalf("%d %s", r.status, r.body)
@@ -592,7 +602,7 @@ func TestOverloaded(t *testing.T) {
 
 func TestStreamErrorAfterStart(t *testing.T) {
 	h := newHarness(t, nil)
-	h.eng.failAt, h.eng.failErr = 2, fmt.Errorf("device lost")
+	h.eng.set(func(f *fakeEngine) { f.failAt, f.failErr = 2, fmt.Errorf("device lost") })
 	r := h.do("POST", "/v1/chat/completions", keyA, chatBody(map[string]any{"stream": true}))
 	chunks, done := parseChunks(t, r.body)
 	if r.status != 200 || !done {
@@ -752,7 +762,7 @@ func TestRequestIDAndCORS(t *testing.T) {
 
 func TestClientDisconnectCancels(t *testing.T) {
 	h := newHarness(t, nil)
-	h.eng.delay = 20 * time.Millisecond
+	h.eng.set(func(f *fakeEngine) { f.delay = 20 * time.Millisecond })
 	ctx, cancel := context.WithCancel(context.Background())
 	b, _ := json.Marshal(chatBody(map[string]any{"stream": true, "max_tokens": 200}))
 	req, _ := http.NewRequestWithContext(ctx, "POST", h.ts.URL+"/v1/chat/completions", bytes.NewReader(b))
@@ -782,8 +792,8 @@ func TestClientDisconnectCancels(t *testing.T) {
 
 func TestDrainEndsStreams(t *testing.T) {
 	h := newHarness(t, nil)
-	h.eng.delay = 10 * time.Millisecond
-	h.eng.started = make(chan struct{}, 1)
+	h.eng.set(func(f *fakeEngine) { f.delay = 10 * time.Millisecond })
+	h.eng.set(func(f *fakeEngine) { f.started = make(chan struct{}, 1) })
 	var r resp
 	done := make(chan struct{})
 	go func() {

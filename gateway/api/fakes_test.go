@@ -104,10 +104,16 @@ func (f *fakeEngine) Stats() EngineStats {
 	return EngineStats{QueueLen: 0, Running: 0, KVBlocksUsed: 3, KVBlocksFree: 5, PromptTokens: 42, GeneratedTokens: 7, Steps: 9, StepSeconds: 0.5}
 }
 
-func (f *fakeEngine) lastRequest() GenRequest {
+func (f *fakeEngine) lastRequest() GenRequest { return f.request(-1) }
+
+// request returns the i-th submitted request; negative i counts from the end.
+func (f *fakeEngine) request(i int) GenRequest {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.requests[len(f.requests)-1]
+	if i < 0 {
+		i += len(f.requests)
+	}
+	return f.requests[i]
 }
 
 func (f *fakeEngine) Submit(ctx context.Context, req GenRequest) (<-chan GenEvent, error) {

@@ -37,7 +37,7 @@ func RunNodeClient(t *testing.T, repoRoot, baseURL, key, model string) string {
 // TestOpenAINodeClient drives the API (fake engine) with the official openai npm package.
 func TestOpenAINodeClient(t *testing.T) {
 	h := newHarness(t, func(c *Config) { c.MaxSeqLen = 4096; c.ModelName = "deepseek_v3" })
-	h.eng.maxSeqLen = 4096
+	h.eng.set(func(f *fakeEngine) { f.maxSeqLen = 4096 })
 	out := RunNodeClient(t, "../..", h.ts.URL, keyA, "deepseek_v3")
 	t.Logf("node: %s", out)
 }

@@ -147,11 +147,11 @@ func testSessionTurns(t *testing.T, f storeFactory) {
 		t.Fatalf("turn 2 prompt\n got %v\nwant %v", p2, want)
 	}
 	// turn 3 after an EOS-terminated reply: no extra EOS
-	h.eng.stopAfter = 2
+	h.eng.set(func(f *fakeEngine) { f.stopAfter = 2 })
 	h.do("POST", "/v1/chat/completions", keyA, chatBody(map[string]any{"session_id": id, "messages": []any{map[string]any{"role": "user", "content": "three"}}, "max_tokens": 5}))
-	h.eng.stopAfter = 0
+	h.eng.set(func(f *fakeEngine) { f.stopAfter = 0 })
 	r = h.do("POST", "/v1/chat/completions", keyA, chatBody(map[string]any{"session_id": id, "messages": []any{map[string]any{"role": "user", "content": "four"}}, "max_tokens": 2}))
-	p3, p4 := h.eng.requests[len(h.eng.requests)-2].Prompt, h.eng.lastRequest().Prompt
+	p3, p4 := h.eng.request(-2).Prompt, h.eng.lastRequest().Prompt
 	if fmt.Sprint(p4[len(p3):]) != fmt.Sprint(append(tk.Encode(h.reply(t, id, 2), false), append([]int32{1}, tk.Encode("<U>four<A>", false)...)...)) {
 		t.Fatalf("turn 4 prompt tail %v", p4[len(p3):])
 	}
@@ -254,7 +254,7 @@ func testSessionFailedTurn(t *testing.T, f storeFactory) {
 	h := newHarness(t, withStore(f, t))
 	id := createSession(t, h, keyA, map[string]any{})
 	h.do("POST", "/v1/chat/completions", keyA, chatBody(map[string]any{"session_id": id}))
-	h.eng.failAt, h.eng.failErr = 2, fmt.Errorf("boom")
+	h.eng.set(func(f *fakeEngine) { f.failAt, f.failErr = 2, fmt.Errorf("boom") })
 	if r := h.do("POST", "/v1/chat/completions", keyA, chatBody(map[string]any{"session_id": id})); r.status != 500 {
 		t.Fatalf("failing turn: %d", r.status)
 	}
@@ -262,7 +262,7 @@ func testSessionFailedTurn(t *testing.T, f storeFactory) {
 	if chunks, _ := parseChunks(t, r.body); chunks[len(chunks)-1].Error == nil {
 		t.Fatalf("failing streamed turn: %s", r.body)
 	}
-	h.eng.failAt = 0
+	h.eng.set(func(f *fakeEngine) { f.failAt = 0 })
 	if g := h.do("GET", "/v1/sessions/"+id, keyA, nil).json(t); g["turns"].(float64) != 1 || len(g["messages"].([]any)) != 2 {
 		t.Fatalf("a failed turn was stored: %v", g)
 	}
