@@ -44,6 +44,13 @@ func (t *Tokenizer) NewStreamDecoder(skipSpecial bool) *StreamDecoder {
 // Push adds one id and returns the text that became final ("" when the id only added bytes of
 // an unfinished character, or was dropped).
 func (d *StreamDecoder) Push(id int32) string {
+	t := d.t
+	if len(d.pending) == 0 && id >= 0 && int(id) < len(t.idValid) && t.idValid[id] {
+		if d.skipSpecial && t.special[id] {
+			return ""
+		}
+		return t.idBytes[id] // whole characters only: no copy, no allocation
+	}
 	d.pending = d.t.appendToken(d.pending, id, d.skipSpecial)
 	if len(d.pending) == 0 {
 		return ""

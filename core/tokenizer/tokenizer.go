@@ -7,13 +7,15 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"unicode/utf8"
 )
 
 // Tokenizer is a loaded DeepSeek-V3 tokenizer. It is immutable after Load except for an internal,
 // bounded word cache, and safe for concurrent use by any number of goroutines.
 type Tokenizer struct {
 	vocab   map[string]int32 // token string (byte-level alphabet) -> id, BPE vocabulary and added tokens
-	idBytes [][]byte         // id -> the bytes it decodes to; nil for ids that have no token
+	idBytes []string         // id -> the bytes it decodes to; "" for ids that have no token
+	idValid []bool           // id -> idBytes[id] is complete, valid UTF-8 (the stream decoder's fast path)
 	special []bool           // id -> special added token (dropped by skipSpecial)
 	byteID  [256]int32       // byte -> id of its one-character byte-level token
 	pairs   *pairTable       // BPE merges
@@ -153,22 +155,26 @@ func build(tj *tokenizerJSON, cj *configJSON) (*Tokenizer, error) {
 		}
 		maxID = max(maxID, a.ID)
 	}
-	t.idBytes = make([][]byte, maxID+1)
+	t.idBytes = make([]string, maxID+1)
+	t.idValid = make([]bool, maxID+1)
 	t.special = make([]bool, maxID+1)
 	dec := byteDecoder()
 	for tok, id := range m.Vocab {
-		t.idBytes[id] = tokenBytes(tok, dec)
+		t.idBytes[id] = string(tokenBytes(tok, dec))
 	}
 	t.added[0], t.added[1] = newTrie(), newTrie()
 	for _, a := range tj.AddedTokens {
 		t.vocab[a.Content] = a.ID
-		t.idBytes[a.ID] = tokenBytes(a.Content, dec)
+		t.idBytes[a.ID] = string(tokenBytes(a.Content, dec))
 		t.special[a.ID] = a.Special
 		k := 0
 		if a.Normalized {
 			k = 1
 		}
 		t.added[k].add(a.Content, a.ID)
+	}
+	for id, b := range t.idBytes {
+		t.idValid[id] = utf8.ValidString(b)
 	}
 	enc := byteEncoder()
 	for b := 0; b < 256; b++ {
