@@ -45,7 +45,7 @@ type Options struct {
 	WorldSize int    // 1, 2, 4, 8 (0 = 1)
 	BlockSize int    // KV cache block size in tokens (default 16)
 	NumBlocks int    // KV cache blocks per layer (0 = enough for max_batch_size*max_seq_len)
-	AttnImpl  string // "absorb" (default) or "naive"
+	AttnImpl  string // "absorb" (default) or "naive"; "" = the config's attn_impl
 	Logger    *slog.Logger
 	// Factory, when set, builds the rank backends instead of the built-in "cpu" and
 	// "reference" backends (e.g. the Ascend backend; core does not import ascend/).
@@ -166,6 +166,9 @@ func Load(ctx context.Context, ckptDir string, cfg configs.Model, opt Options) (
 	}
 	if opt.BlockSize == 0 {
 		opt.BlockSize = 16
+	}
+	if opt.AttnImpl == "" {
+		opt.AttnImpl = cfg.AttnImpl // the config's attn_impl (the original project's field)
 	}
 	if opt.AttnImpl == "" {
 		opt.AttnImpl = "absorb"

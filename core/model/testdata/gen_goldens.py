@@ -37,6 +37,8 @@ from transformers import DeepseekV2Config, DeepseekV2ForCausalLM, DeepseekV3Conf
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 VOCAB = 512
+GAIN_Q = 1.0       # query/key/value projections: mean max attention probability ~0.25
+GAIN_ROUTER = 1.0  # router: sigmoid scores spread over ~(0.2, 0.8)
 PROMPT = 24
 NEW = 16
 
@@ -85,12 +87,12 @@ def rand_weights(cfg, seed):
         if cfg["q_lora_rank"]:
             lin(a + "q_a_proj.weight", cfg["q_lora_rank"], d)
             norm(a + "q_a_layernorm.weight", cfg["q_lora_rank"])
-            lin(a + "q_b_proj.weight", heads * qk, cfg["q_lora_rank"], gain=2.5)
+            lin(a + "q_b_proj.weight", heads * qk, cfg["q_lora_rank"], gain=GAIN_Q)
         else:
-            lin(a + "q_proj.weight", heads * qk, d, gain=2.5)
-        lin(a + "kv_a_proj_with_mqa.weight", lc + r, d, gain=1.5)
+            lin(a + "q_proj.weight", heads * qk, d, gain=GAIN_Q)
+        lin(a + "kv_a_proj_with_mqa.weight", lc + r, d, gain=1.0)
         norm(a + "kv_a_layernorm.weight", lc)
-        lin(a + "kv_b_proj.weight", heads * (cfg["qk_nope_head_dim"] + dv), lc, gain=2.5)
+        lin(a + "kv_b_proj.weight", heads * (cfg["qk_nope_head_dim"] + dv), lc, gain=GAIN_Q)
         lin(a + "o_proj.weight", d, heads * dv, gain=0.8)
         m = p + "mlp."
         if L < cfg["first_k_dense_replace"]:
@@ -99,7 +101,7 @@ def rand_weights(cfg, seed):
             lin(m + "down_proj.weight", d, cfg["intermediate_size"], gain=0.8)
         else:
             E, I = cfg["n_routed_experts"], cfg["moe_intermediate_size"]
-            lin(m + "gate.weight", E, d, gain=3.0)
+            lin(m + "gate.weight", E, d, gain=GAIN_ROUTER)
             if cfg["topk_method"] == "noaux_tc":
                 # Non-uniform correction bias, both signs.
                 w[m + "gate.e_score_correction_bias"] = randn(E, std=0.1)
@@ -151,6 +153,18 @@ def hf_model(cfg, weights, v2):
     missing, unexpected = model.load_state_dict(sd, strict=False)
     assert not missing and not unexpected, (missing, unexpected)
     return model
+
+
+def bf16_round(weights):
+    return {k: (v.to(torch.bfloat16).float() if not k.endswith("e_score_correction_bias") else v) for k, v in weights.items()}
+
+
+@torch.no_grad()
+def attn_sharpness(model, ids):
+    """Mean over layers/heads/query rows (t >= 8) of the largest attention probability."""
+    out = model(ids[None], output_attentions=True)
+    vals = [a[0, :, 8:, :].max(dim=-1).values.mean().item() for a in out.attentions]
+    return sum(vals) / len(vals)
 
 
 @torch.no_grad()
@@ -213,15 +227,29 @@ def write_ckpt(dirname, cfg, weights, fp8=False):
               metadata={"format": "pt"})
 
 
+SEEDS = {"v3": int(os.environ.get("SEED_V3", 1)), "v2": int(os.environ.get("SEED_V2", 1))}
+
+
 def main():
     torch.set_num_threads(2)
     results = {}
-    for name, cfg, seed, v2 in (("v3", V3, 3, False), ("v2", V2, 2, True)):
-        weights = rand_weights(cfg, seed)
-        model = hf_model(cfg, weights, v2)
-        ids, logits, greedy, gap = run(model)
-        print(f"{name}: min top-1/top-2 gap {gap:.4f}, greedy {greedy.tolist()}")
-        assert gap > 1e-3, "greedy step too close to a tie: change the seed"
+    for name, cfg, seed, v2 in (("v3", V3, SEEDS["v3"], False), ("v2", V2, SEEDS["v2"], True)):
+        # A seed is accepted when every greedy step has a clear winner and bf16-rounded
+        # weights stay close (the Go test allows 2e-2 per position): seeds whose routing
+        # sits on a knife edge (a bf16 rounding flips an expert choice) are skipped.
+        while True:
+            weights = rand_weights(cfg, seed)
+            model = hf_model(cfg, weights, v2)
+            ids, logits, greedy, gap = run(model)
+            with torch.no_grad():
+                lb = hf_model(cfg, bf16_round(weights), v2)(torch.cat([ids, greedy])[None].long()).logits[0]
+            bf = max(float((lb[i] - logits[i]).norm() / logits[i].norm()) for i in range(len(logits)))
+            sharp = attn_sharpness(model, torch.cat([ids, greedy]).long())
+            print(f"{name}: seed {seed}, min top-1/top-2 gap {gap:.4f}, bf16 worst rel err {bf:.4f}, "
+                  f"mean max attention prob {sharp:.3f}, greedy {greedy.tolist()}", flush=True)
+            if gap > 1e-2 and bf < 1.2e-2:
+                break
+            seed += 1
         write_ckpt(name, cfg, weights)
         save_file({"ids": ids, "logits": logits, "greedy": greedy}, os.path.join(HERE, f"{name}.golden.safetensors"))
         results[name] = (cfg, weights)
