@@ -58,8 +58,9 @@ func benchModels(b *testing.B, needLen int) map[string]Model {
 // BenchmarkDecode reports generated tokens per second with batch concurrent requests
 // of a short prompt and 64 (fake) or 96 (models) new tokens each.
 func BenchmarkDecode(b *testing.B) {
+	models := benchModels(b, 120)
 	for _, name := range []string{"fake", "tiny", "ckpt"} {
-		m, ok := benchModels(b, 120)[name]
+		m, ok := models[name]
 		if !ok {
 			continue
 		}
@@ -95,8 +96,9 @@ func BenchmarkDecode(b *testing.B) {
 // request from another tenant (no reuse: the whole prompt is prefilled).
 func BenchmarkTTFTPrefix(b *testing.B) {
 	const prefixLen = 2000
+	models := benchModels(b, prefixLen+16)
 	for _, name := range []string{"fake", "tiny", "ckpt"} {
-		m, ok := benchModels(b, prefixLen+16)[name]
+		m, ok := models[name]
 		if !ok {
 			continue
 		}

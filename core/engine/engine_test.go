@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -546,4 +547,62 @@ func TestStress(t *testing.T) {
 		t.Fatalf("the pool never ran out (no preemption): %+v", st)
 	}
 	t.Logf("stats: %+v", st)
+}
+
+// FCFS: a long prompt that has to wait for memory is not overtaken by the short
+// requests that arrive after it, and it does get served.
+func TestFCFSNoOvertaking(t *testing.T) {
+	f := newFake(64, 4, 16, 64) // 64 positions
+	e := newEngine(t, f, Options{MaxBatchSize: 8})
+	r := rand.New(rand.NewPCG(10, 10))
+	var mu sync.Mutex
+	var order []string
+	start := func(name string, q Request) <-chan struct{} {
+		ch, err := e.Submit(context.Background(), q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			first := true
+			for ev := range ch {
+				if first && len(ev.Tokens) > 0 {
+					mu.Lock()
+					order = append(order, name)
+					mu.Unlock()
+					first = false
+				}
+			}
+		}()
+		return done
+	}
+	f.gate = make(chan struct{}) // hold the model until everything is queued
+	a := start("a", Request{Prompt: randPrompt(r, 10, 64), MaxTokens: 30})
+	for e.Stats().Running == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	big := start("big", Request{Prompt: randPrompt(r, 40, 64), MaxTokens: 5})
+	var small []<-chan struct{}
+	for i := range 5 {
+		small = append(small, start(fmt.Sprint("small", i), Request{Prompt: randPrompt(r, 3, 64), MaxTokens: 3}))
+	}
+	stop := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case f.gate <- struct{}{}:
+			case <-stop:
+				return
+			}
+		}
+	}()
+	for _, d := range append([]<-chan struct{}{a, big}, small...) {
+		<-d
+	}
+	close(stop)
+	i := slices.Index(order, "big")
+	if i < 0 || slices.ContainsFunc(order[:i], func(n string) bool { return strings.HasPrefix(n, "small") }) {
+		t.Fatalf("first-token order %v: a later request overtook the long prompt", order)
+	}
 }
