@@ -186,3 +186,12 @@ func F32SliceToBF16(dst []uint16, src []float32) {
 		dst[i] = F32ToBF16(f)
 	}
 }
+
+// E8M0ToF32 decodes an unsigned power-of-two scale byte (OCP MX e8m0, torch
+// float8_e8m0fnu): 2^(b-127), 0xFF is NaN. 2^-127 is a float32 subnormal, still exact.
+func E8M0ToF32(b uint8) float32 {
+	if b == 0xFF {
+		return float32(math.NaN())
+	}
+	return float32(math.Ldexp(1, int(b)-127))
+}

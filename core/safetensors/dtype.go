@@ -19,6 +19,7 @@ const (
 	I16     DType = "I16"
 	BoolDTy DType = "BOOL"
 	F8E5M2  DType = "F8_E5M2"
+	F8E8M0  DType = "F8_E8M0" // power-of-two scales (DeepSeek V3.1 "ue8m0")
 	U16     DType = "U16"
 	U32     DType = "U32"
 	U64     DType = "U64"
@@ -33,7 +34,7 @@ func (d DType) Size() int {
 		return 4
 	case F16, BF16, I16, U16:
 		return 2
-	case F8E4M3, F8E5M2, I8, U8, BoolDTy:
+	case F8E4M3, F8E5M2, F8E8M0, I8, U8, BoolDTy:
 		return 1
 	}
 	return 0
@@ -45,7 +46,7 @@ func (d DType) Valid() bool { return d.Size() != 0 }
 // IsFloat reports whether d converts to float32 with [Tensor.Float32].
 func (d DType) IsFloat() bool {
 	switch d {
-	case F32, F16, BF16, F8E4M3, F64:
+	case F32, F16, BF16, F8E4M3, F8E5M2, F8E8M0, F64:
 		return true
 	}
 	return false
@@ -53,7 +54,7 @@ func (d DType) IsFloat() bool {
 
 func checkDType(d DType) error {
 	if !d.Valid() {
-		return fmt.Errorf("unsupported dtype %q (want F32, F16, BF16, F8_E4M3, F8_E5M2, I8, U8, I16, U16, I32, U32, I64, U64, F64 or BOOL)", string(d))
+		return fmt.Errorf("unsupported dtype %q (want F32, F16, BF16, F8_E4M3, F8_E5M2, F8_E8M0, I8, U8, I16, U16, I32, U32, I64, U64, F64 or BOOL)", string(d))
 	}
 	return nil
 }

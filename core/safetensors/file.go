@@ -151,7 +151,8 @@ type Tensor struct {
 	Data []byte
 }
 
-// Float32 converts the tensor to a new float32 slice (F32, F16, BF16, F8_E4M3, F64).
+// Float32 converts the tensor to a new float32 slice (F32, F16, BF16, F8_E4M3,
+// F8_E5M2, F8_E8M0, F64).
 func (t Tensor) Float32() ([]float32, error) {
 	out := make([]float32, t.NumElements())
 	if err := t.Float32Into(out); err != nil {
@@ -191,6 +192,15 @@ func (t Tensor) Float32Into(dst []float32) error {
 		tab := dtype.E4M3Table()
 		for i := range n {
 			dst[i] = tab[d[i]]
+		}
+	case F8E5M2:
+		// e5m2 is the top byte of an IEEE half.
+		for i := range n {
+			dst[i] = dtype.F16ToF32(uint16(d[i]) << 8)
+		}
+	case F8E8M0:
+		for i := range n {
+			dst[i] = dtype.E8M0ToF32(d[i])
 		}
 	default:
 		return fmt.Errorf("safetensors: tensor %q: %s does not convert to float32", t.Name, t.DType)

@@ -57,6 +57,8 @@ func TestGoldenFloats(t *testing.T) {
 		{"b.bf16", BF16, []int{4, 7}},
 		{"c.f16", F16, []int{3, 3}},
 		{"d.f8", F8E4M3, []int{16, 16}},
+		{"i.e5m2", F8E5M2, []int{16, 16}},
+		{"j.e8m0", F8E8M0, []int{16, 16}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tn, err := g.Tensor(tc.name)

@@ -19,7 +19,7 @@ rng = np.random.default_rng(1234)
 
 
 _keep = []  # buffers must outlive serialize_file
-_NAMES = {"F32": "float32", "F16": "float16", "BF16": "bfloat16", "F8_E4M3": "float8_e4m3fn", "I8": "int8",
+_NAMES = {"F8_E5M2": "float8_e5m2", "F8_E8M0": "float8_e8m0fnu", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "F8_E4M3": "float8_e4m3fn", "I8": "int8",
           "U8": "uint8", "I32": "int32", "I64": "int64", "U16": "uint16"}
 
 
@@ -52,6 +52,8 @@ def main():
         "h.i64": ent(i64, "I64"),
         "scalar": ent(scalar, "F32", shape=[]),
         "empty": ent(empty, "F32"),
+        "i.e5m2": ent(f8, "F8_E5M2"),
+        "j.e8m0": ent(f8, "F8_E8M0"),
     }
     safetensors.serialize_file(tensors, "golden.safetensors", {"format": "pt", "note": "dsgate golden"})
 
@@ -77,6 +79,8 @@ def main():
         "b.bf16": ent(bf.astype(np.float32), "F32"),
         "c.f16": ent(f16.astype(np.float32), "F32"),
         "d.f8": ent(f8.view(ml_dtypes.float8_e4m3fn).astype(np.float32), "F32"),
+        "i.e5m2": ent(f8.view(ml_dtypes.float8_e5m2).astype(np.float32), "F32"),
+        "j.e8m0": ent(f8.view(ml_dtypes.float8_e8m0fnu).astype(np.float32), "F32"),
         "rne.src": ent(src, "F32"),
         "rne.bf16": ent(src.astype(ml_dtypes.bfloat16).view(np.uint16), "U16"),
         "rne.f16": ent(src.astype(np.float16).view(np.uint16), "U16"),
