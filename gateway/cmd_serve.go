@@ -22,6 +22,7 @@ import (
 	"github.com/dsgate/dsgate/core/engine"
 	"github.com/dsgate/dsgate/core/model"
 	"github.com/dsgate/dsgate/core/tokenizer"
+	"github.com/dsgate/dsgate/extensions"
 	"github.com/dsgate/dsgate/gateway/api"
 	"github.com/dsgate/dsgate/gateway/api/adapt"
 	"github.com/dsgate/dsgate/sessions"
@@ -175,14 +176,26 @@ func serve(ctx context.Context, cenv *cmdEnv, o serveOptions, fs *pflag.FlagSet,
 	}
 	defer store.Close()
 
-	// TODO(extensions): open the WASM host once package extensions lands.
+	xopt := extensions.Options{Dir: o.ExtensionsDir, Logger: log}
+	if o.ExtensionsDir != "" {
+		xopt.CacheDir = filepath.Join(o.ExtensionsDir, ".cache")
+	}
+	host, err := extensions.Open(ctx, xopt)
+	if err != nil {
+		return fmt.Errorf("extensions: %w", err)
+	}
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = host.Close(cctx)
+	}()
 
 	maxConc := o.MaxConcurrent
 	if maxConc == 0 {
 		maxConc = o.MaxQueue + cfg.MaxBatchSize
 	}
 	srv, err := api.New(api.Config{
-		Engine: adapt.Engine(eng), Tokenizer: adapt.Tokenizer(tok), Sessions: adapt.Sessions(store),
+		Engine: adapt.Engine(eng), Tokenizer: adapt.Tokenizer(tok), Sessions: adapt.Sessions(store), Extensions: adapt.Extensions(host),
 		ModelName: o.ModelName, MaxSeqLen: eng.MaxSeqLen(), APIKeys: o.APIKeys, AdminKey: o.AdminKey,
 		CORSOrigins: o.CORSOrigins, MaxBodyBytes: o.MaxBodyBytes, MaxConcurrent: maxConc, Static: web.FS(), Logger: log,
 	})
