@@ -3,7 +3,6 @@ package engine
 import (
 	"context"
 	"errors"
-	"fmt"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -549,45 +548,56 @@ func TestStress(t *testing.T) {
 	t.Logf("stats: %+v", st)
 }
 
+// startRecorder wraps a fake and records the step in which each prompt (keyed by its
+// first token) first reaches the model.
+type startRecorder struct {
+	*fakeModel
+	mu    sync.Mutex
+	steps int
+	first map[int32]int
+}
+
+func (r *startRecorder) Forward(ctx context.Context, seqs []Seq) ([][]float32, error) {
+	r.mu.Lock()
+	r.steps++
+	for _, s := range seqs {
+		if _, ok := r.first[s.Tokens[0]]; !ok && s.Pos == 0 {
+			r.first[s.Tokens[0]] = r.steps
+		}
+	}
+	r.mu.Unlock()
+	return r.fakeModel.Forward(ctx, seqs)
+}
+
 // FCFS: a long prompt that has to wait for memory is not overtaken by the short
-// requests that arrive after it, and it does get served.
+// requests that arrive after it (which would fit), and it does get served.
 func TestFCFSNoOvertaking(t *testing.T) {
 	f := newFake(64, 4, 16, 64) // 64 positions
-	e := newEngine(t, f, Options{MaxBatchSize: 8})
-	r := rand.New(rand.NewPCG(10, 10))
-	var mu sync.Mutex
-	var order []string
-	start := func(name string, q Request) <-chan struct{} {
+	rec := &startRecorder{fakeModel: f, first: map[int32]int{}}
+	e := newEngine(t, rec, Options{MaxBatchSize: 8})
+	f.gate = make(chan struct{}) // hold the model until everything is queued
+	prompt := func(first int32, n int) []int32 {
+		return append([]int32{first}, slices.Repeat([]int32{5}, n-1)...)
+	}
+	reqs := []Request{{Prompt: prompt(1, 30), MaxTokens: 30}} // 8 blocks, growing to 15
+	var chans []<-chan Event
+	submit := func(q Request) {
 		ch, err := e.Submit(context.Background(), q)
 		if err != nil {
 			t.Fatal(err)
 		}
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			first := true
-			for ev := range ch {
-				if first && len(ev.Tokens) > 0 {
-					mu.Lock()
-					order = append(order, name)
-					mu.Unlock()
-					first = false
-				}
-			}
-		}()
-		return done
+		chans = append(chans, ch)
 	}
-	f.gate = make(chan struct{}) // hold the model until everything is queued
-	a := start("a", Request{Prompt: randPrompt(r, 10, 64), MaxTokens: 30})
+	submit(reqs[0])
 	for e.Stats().Running == 0 {
 		time.Sleep(time.Millisecond)
 	}
-	big := start("big", Request{Prompt: randPrompt(r, 40, 64), MaxTokens: 5})
-	var small []<-chan struct{}
+	submit(Request{Prompt: prompt(2, 40), MaxTokens: 5}) // 10 blocks: must wait for the first
 	for i := range 5 {
-		small = append(small, start(fmt.Sprint("small", i), Request{Prompt: randPrompt(r, 3, 64), MaxTokens: 3}))
+		submit(Request{Prompt: prompt(int32(10+i), 3), MaxTokens: 3}) // would fit at once
 	}
 	stop := make(chan struct{})
+	defer close(stop)
 	go func() {
 		for {
 			select {
@@ -597,12 +607,19 @@ func TestFCFSNoOvertaking(t *testing.T) {
 			}
 		}
 	}()
-	for _, d := range append([]<-chan struct{}{a, big}, small...) {
-		<-d
+	for _, ch := range chans {
+		if r := collect(ch); r.finish != FinishLength && r.finish != FinishStop {
+			t.Fatalf("finish %q err %v", r.finish, r.err)
+		}
 	}
-	close(stop)
-	i := slices.Index(order, "big")
-	if i < 0 || slices.ContainsFunc(order[:i], func(n string) bool { return strings.HasPrefix(n, "small") }) {
-		t.Fatalf("first-token order %v: a later request overtook the long prompt", order)
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if rec.first[2] <= rec.first[1] {
+		t.Fatalf("the long prompt started in step %d, with the first request (step %d): the test does not exercise waiting", rec.first[2], rec.first[1])
+	}
+	for i := range 5 {
+		if rec.first[int32(10+i)] < rec.first[2] {
+			t.Fatalf("short request %d started in step %d, before the long prompt (step %d)", i, rec.first[int32(10+i)], rec.first[2])
+		}
 	}
 }
