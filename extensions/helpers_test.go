@@ -292,6 +292,17 @@ var hostileWAT = map[string]string{
     (i32.load (i32.add (i32.add (i32.add (local.get $ptr) (i32.const 24))
       (i32.shl (i32.load offset=4 (local.get $ptr)) (i32.const 2)))
       (i32.shl (i32.rem_u (i32.load8_u (i32.const 8)) (i32.load offset=8 (local.get $ptr))) (i32.const 3))))))`,
+	// lastcand returns the last candidate's id; nrecent returns candidate number n_recent.
+	"lastcand": `(module ` + prelude + `
+  (func (export "dsgate_sampler_next") (param $ptr i32) (param $len i32) (result i32)
+    (i32.load (i32.add (i32.add (i32.add (local.get $ptr) (i32.const 24))
+      (i32.shl (i32.load offset=4 (local.get $ptr)) (i32.const 2)))
+      (i32.shl (i32.sub (i32.load offset=8 (local.get $ptr)) (i32.const 1)) (i32.const 3))))))`,
+	"nrecent": `(module ` + prelude + `
+  (func (export "dsgate_sampler_next") (param $ptr i32) (param $len i32) (result i32)
+    (i32.load (i32.add (i32.add (i32.add (local.get $ptr) (i32.const 24))
+      (i32.shl (i32.load offset=4 (local.get $ptr)) (i32.const 2)))
+      (i32.shl (i32.load offset=4 (local.get $ptr)) (i32.const 3))))))`,
 	"first": `(module ` + prelude + `
   (func (export "dsgate_sampler_next") (param $ptr i32) (param $len i32) (result i32) ` + firstID + `))`,
 }

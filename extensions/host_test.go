@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -468,5 +469,100 @@ func TestNoLeaks(t *testing.T) {
 	_ = p.Close()
 	if err := h.Close(context.Background()); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestBounds: the host hands a sampler at most TopN candidates and MaxRecent recent ids.
+func TestBounds(t *testing.T) {
+	h := newHost(t, Options{TopN: 64, MaxRecent: 16})
+	mustAdd(t, h, "lastcand", KindSampler, fixtures.wat["lastcand"])
+	mustAdd(t, h, "nrecent", KindSampler, fixtures.wat["nrecent"])
+	ctx := context.Background()
+	recent := make([]int32, 100)
+	tests := []struct {
+		name   string
+		recent []int32
+		n      int
+		want   int32
+	}{
+		{"lastcand", nil, 100, 63}, // 100 candidates cut to 64
+		{"lastcand", nil, 5, 4},
+		{"nrecent", recent, 128, 16}, // 100 recent ids cut to 16
+		{"nrecent", recent[:3], 128, 3},
+	}
+	for _, tt := range tests {
+		p, err := h.NewSampler(ctx, tt.name, nil, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		id, _, err := p.Next(ctx, 0, tt.recent, cands(tt.n, 0))
+		_ = p.Close()
+		if err != nil || id != tt.want {
+			t.Errorf("%s with %d recent, %d candidates: id %d err %v, want %d", tt.name, len(tt.recent), tt.n, id, err, tt.want)
+		}
+	}
+	p, err := h.NewSampler(ctx, "lastcand", nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if _, _, err := p.Next(ctx, 0, nil, nil); !errors.Is(err, ErrFailed) {
+		t.Errorf("no candidates: %v, want ErrFailed", err)
+	}
+}
+
+// TestHammer: many sequences at once on shared modules, while modules come and go.
+func TestHammer(t *testing.T) {
+	h := newHost(t, Options{PoolSize: 2})
+	mustAdd(t, h, "greedy", KindSampler, fixtures.wat["greedy"])
+	mustAdd(t, h, "counter", KindSampler, fixtures.wat["counter"])
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	errs := make(chan error, 64)
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 30 {
+				name := []string{"greedy", "counter"}[(g+i)%2]
+				p, err := h.NewSampler(ctx, name, json.RawMessage(`"x"`), uint64(i))
+				if err != nil {
+					errs <- err
+					return
+				}
+				for step := range 5 {
+					want := int32(10)
+					if name == "counter" {
+						want = int32(10 + step)
+					}
+					if id, _, err := p.Next(ctx, step, nil, cands(8, 10)); err != nil || id != want {
+						errs <- fmt.Errorf("%s step %d: id %d err %v, want %d", name, step, id, err, want)
+						return
+					}
+				}
+				_ = p.Close()
+			}
+		}()
+	}
+	wg.Add(1)
+	go func() { // churn the registry meanwhile
+		defer wg.Done()
+		for i := range 10 {
+			name := fmt.Sprintf("churn%d", i)
+			if _, err := h.Add(ctx, name, KindSampler, fixtures.wat["first"]); err != nil {
+				errs <- err
+				return
+			}
+			_ = h.List()
+			if err := h.Delete(name); err != nil {
+				errs <- err
+				return
+			}
+		}
+	}()
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
 	}
 }
