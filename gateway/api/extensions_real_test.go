@@ -30,7 +30,11 @@ type policyEngine struct {
 
 func (e *policyEngine) Stats() api.EngineStats { return api.EngineStats{} }
 
-func (e *policyEngine) last() []int32 { e.mu.Lock(); defer e.mu.Unlock(); return e.prompts[len(e.prompts)-1] }
+func (e *policyEngine) last() []int32 {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.prompts[len(e.prompts)-1]
+}
 
 func (e *policyEngine) Submit(ctx context.Context, req api.GenRequest) (<-chan api.GenEvent, error) {
 	e.mu.Lock()
