@@ -51,16 +51,23 @@ type Options struct {
 	Config   *configs.Model
 	Logger   *slog.Logger
 	Progress func(done, total int64) // called after every tensor with input bytes
+	// CheckpointBytes is how many input bytes the DeepSeek-format modes convert
+	// between durable checkpoints of their partial outputs (0 = 1 GiB); an interrupted
+	// or killed run resumes from the last one.
+	CheckpointBytes int64
 }
 
 // Result reports what a conversion did.
 type Result struct {
-	Files     []string // output files written or verified, relative to Out
-	BytesIn   int64    // tensor bytes read in this run
-	BytesOut  int64    // bytes written in this run
-	Resumed   int      // output files kept from an earlier interrupted run
-	Elapsed   time.Duration
-	Quantized int // tensors quantized
+	Files    []string // output files written or verified, relative to Out
+	BytesIn  int64    // tensor bytes read in this run
+	BytesOut int64    // bytes written in this run
+	Resumed  int      // output files kept from an earlier interrupted run
+	// ResumedBytes is the input already converted into checkpointed partial outputs by
+	// an earlier interrupted run (DeepSeek-format modes).
+	ResumedBytes int64
+	Elapsed      time.Duration
+	Quantized    int // tensors quantized
 }
 
 // Run converts opt.In into opt.Out.
@@ -185,6 +192,14 @@ type runState struct {
 	Inputs    []inputFP         `json:"inputs"`
 	Done      map[string]outRec `json:"done"`
 	Complete  bool              `json:"complete"`
+	Partial   *partial          `json:"partial,omitempty"`
+}
+
+// partial records the rank files of an unfinished DeepSeek-format pass: every job
+// before Job is durably in the temporary files.
+type partial struct {
+	Job     int                       `json:"job"`
+	Writers []safetensors.WriterState `json:"writers"`
 }
 
 func (c *conv) fingerprint() (runState, error) {
@@ -212,29 +227,18 @@ func sameRun(a, b runState) bool {
 // (same parameters and inputs: finished outputs are kept) and restarting (outputs of
 // the earlier run are removed).
 func (c *conv) loadState() error {
-	ents, err := os.ReadDir(c.opt.Out)
-	if err != nil {
-		return fmt.Errorf("convert: %w", err)
-	}
-	for _, e := range ents {
-		if strings.HasPrefix(e.Name(), ".") && strings.Contains(e.Name(), ".tmp-") {
-			os.Remove(filepath.Join(c.opt.Out, e.Name()))
-		}
-	}
 	fp, err := c.fingerprint()
 	if err != nil {
 		return err
 	}
 	c.state = fp
-	raw, err := os.ReadFile(filepath.Join(c.opt.Out, stateFile))
-	if errors.Is(err, os.ErrNotExist) {
-		return c.saveState()
-	}
-	if err != nil {
-		return fmt.Errorf("convert: %w", err)
-	}
 	var old runState
-	if json.Unmarshal(raw, &old) != nil || !sameRun(old, fp) {
+	raw, err := os.ReadFile(filepath.Join(c.opt.Out, stateFile))
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+	case err != nil:
+		return fmt.Errorf("convert: %w", err)
+	case json.Unmarshal(raw, &old) != nil || !sameRun(old, fp):
 		c.log.Warn("output folder holds an earlier conversion with other parameters or inputs: restarting", "dir", c.opt.Out)
 		for name := range old.Done {
 			if filepath.Base(name) == name {
@@ -242,15 +246,32 @@ func (c *conv) loadState() error {
 			}
 		}
 		os.Remove(filepath.Join(c.opt.Out, ManifestFile))
-		return c.saveState()
-	}
-	for name, rec := range old.Done {
-		if fi, err := os.Stat(filepath.Join(c.opt.Out, name)); err == nil && fi.Size() == rec.Size {
-			c.state.Done[name] = rec
+	default:
+		for name, rec := range old.Done {
+			if fi, err := os.Stat(filepath.Join(c.opt.Out, name)); err == nil && fi.Size() == rec.Size {
+				c.state.Done[name] = rec
+			}
+		}
+		c.state.Partial = old.Partial
+		if len(c.state.Done) > 0 {
+			c.log.Info("resuming an interrupted conversion", "finished_files", len(c.state.Done))
 		}
 	}
-	if len(c.state.Done) > 0 {
-		c.log.Info("resuming an interrupted conversion", "finished_files", len(c.state.Done))
+	// Temporary files of interrupted runs go, except a resumable pass's.
+	keep := map[string]bool{}
+	if c.state.Partial != nil {
+		for _, w := range c.state.Partial.Writers {
+			keep[filepath.Base(w.Temp)] = true
+		}
+	}
+	ents, err := os.ReadDir(c.opt.Out)
+	if err != nil {
+		return fmt.Errorf("convert: %w", err)
+	}
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), ".") && strings.Contains(e.Name(), ".tmp-") && !keep[e.Name()] {
+			os.Remove(filepath.Join(c.opt.Out, e.Name()))
+		}
 	}
 	return c.saveState()
 }

@@ -489,7 +489,7 @@ func TestInterruptAndResume(t *testing.T) {
 		}
 		ents, _ := os.ReadDir(opt.Out)
 		for _, e := range ents {
-			if strings.Contains(e.Name(), ".tmp-") || e.Name() == ManifestFile {
+			if (opt.Mode == ModeFP8BF16 && strings.Contains(e.Name(), ".tmp-")) || e.Name() == ManifestFile {
 				t.Fatalf("interrupted run left %s", e.Name())
 			}
 		}
@@ -513,14 +513,44 @@ func TestInterruptAndResume(t *testing.T) {
 		t.Fatalf("rerun of a complete conversion: %+v", res)
 	}
 
+	// Sharded modes resume inside the pass: from the state saved at the interruption,
+	// and from periodic checkpoints (here after every tensor) when the process is
+	// killed, which the copy of the folder taken mid-run stands for.
 	out = t.TempDir()
-	opt = Options{Mode: ModeBF16Int4, In: fp8Dir, Out: out, MP: 2, GroupSize: 32}
+	opt = Options{Mode: ModeBF16Int4, In: fp8Dir, Out: out, MP: 2, GroupSize: 32, CheckpointBytes: 1}
+	killed := t.TempDir()
+	calls := 0
+	snap := opt
+	snap.Progress = func(done, total int64) {
+		if calls++; calls == 5 {
+			// A snapshot of the folder mid-run is what a kill -9 leaves: the state
+			// file holds the checkpoint after job 4 (job 5's comes after this
+			// callback), the temporary files possibly more bytes than it.
+			copyInto(t, out, killed)
+		}
+	}
+	run(t, snap)
+	sameFiles(t, ref, out)
+	kopt := opt
+	kopt.Out = killed
+	res = run(t, kopt)
+	if res.ResumedBytes == 0 {
+		t.Fatal("killed run did not resume from its checkpoint")
+	}
+	sameFiles(t, ref, killed)
+
+	out = t.TempDir()
+	opt.Out = out
 	interrupt(opt, 7)
 	if ents, _ := filepath.Glob(filepath.Join(out, "model*-mp2.safetensors")); len(ents) != 0 {
 		t.Fatalf("interrupted sharded run left %v", ents)
 	}
-	run(t, opt)
+	res = run(t, opt)
+	if res.ResumedBytes == 0 {
+		t.Fatal("interrupted run did not resume")
+	}
 	sameFiles(t, ref, out)
+	checkManifest(t, out)
 
 	// Other parameters in the same folder: a clean restart, no stale files.
 	run(t, Options{Mode: ModeBF16Int8, In: fp8Dir, Out: out, MP: 1})
@@ -528,6 +558,21 @@ func TestInterruptAndResume(t *testing.T) {
 		t.Fatal("files of the earlier mp2 conversion left behind")
 	}
 	checkManifest(t, out)
+}
+
+// copyInto copies the regular files of src (including hidden temporaries) into dst.
+func copyInto(t *testing.T, src, dst string) {
+	t.Helper()
+	ents, _ := os.ReadDir(src)
+	for _, e := range ents {
+		b, err := os.ReadFile(filepath.Join(src, e.Name()))
+		if err != nil {
+			continue // renamed meanwhile
+		}
+		if err := os.WriteFile(filepath.Join(dst, e.Name()), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 func sameFiles(t *testing.T, a, b string) {

@@ -308,6 +308,10 @@ func (c *conv) writeRanks(ctx context.Context, jobs []refJob, perRank [][]safete
 	for _, j := range jobs {
 		c.total += j.in.info.Size()
 	}
+	every := c.opt.CheckpointBytes
+	if every <= 0 {
+		every = 1 << 30
+	}
 	ws := make([]*safetensors.Writer, len(names))
 	abort := func() {
 		for _, w := range ws {
@@ -315,8 +319,14 @@ func (c *conv) writeRanks(ctx context.Context, jobs []refJob, perRank [][]safete
 				w.Abort()
 			}
 		}
+		c.state.Partial = nil
+		c.saveState()
 	}
+	start := c.resumeRanks(ws, jobs, perRank, names)
 	for r, name := range names {
+		if ws[r] != nil {
+			continue
+		}
 		w, err := safetensors.Create(filepath.Join(c.opt.Out, name), perRank[r], nil)
 		if err != nil {
 			abort()
@@ -324,13 +334,36 @@ func (c *conv) writeRanks(ctx context.Context, jobs []refJob, perRank [][]safete
 		}
 		ws[r] = w
 	}
+	checkpoint := func(next int) error {
+		p := &partial{Job: next}
+		for _, w := range ws {
+			st, err := w.Checkpoint()
+			if err != nil {
+				return fmt.Errorf("convert: %w", err)
+			}
+			st.Temp = filepath.Base(st.Temp) // relative: the folder may move
+			p.Writers = append(p.Writers, st)
+		}
+		c.state.Partial = p
+		return c.saveState()
+	}
 	for _, f := range c.set.Files {
 		f.Advise(true)
 	}
 	n := len(names)
-	for _, j := range jobs {
+	var since int64
+	for i := start; i < len(jobs); i++ {
+		j := jobs[i]
 		if err := ctx.Err(); err != nil {
-			abort()
+			// Interrupted between tensors: make everything so far durable and keep
+			// the temporary files for the rerun.
+			if cerr := checkpoint(i); cerr != nil {
+				abort()
+				return cerr
+			}
+			for _, w := range ws {
+				w.Detach()
+			}
 			return fmt.Errorf("convert: %w", err)
 		}
 		var err error
@@ -345,17 +378,66 @@ func (c *conv) writeRanks(ctx context.Context, jobs []refJob, perRank [][]safete
 		}
 		j.in.file.Release(j.in.info)
 		c.progress(j.in.info.Size())
+		if since += j.in.info.Size(); since >= every && i+1 < len(jobs) {
+			if err := checkpoint(i + 1); err != nil {
+				abort()
+				return err
+			}
+			since = 0
+		}
 	}
 	for r, w := range ws {
 		if err := w.Close(); err != nil {
 			abort()
 			return fmt.Errorf("convert: %w", err)
 		}
+		c.state.Partial = nil
 		if err := c.finished(names[r], w.FileSize(), w.SHA256()); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// resumeRanks reopens the rank files of a checkpointed pass and returns the first job
+// still to do (0 when there is nothing to resume).
+func (c *conv) resumeRanks(ws []*safetensors.Writer, jobs []refJob, perRank [][]safetensors.Spec, names []string) int {
+	p := c.state.Partial
+	c.state.Partial = nil
+	if p == nil {
+		return 0
+	}
+	drop := func(err error) int {
+		c.log.Warn("cannot resume the partial rank files: starting the pass over", "err", err)
+		for i, w := range ws {
+			if w != nil {
+				w.Abort()
+				ws[i] = nil
+			}
+		}
+		for _, st := range p.Writers {
+			os.Remove(filepath.Join(c.opt.Out, filepath.Base(st.Temp)))
+		}
+		return 0
+	}
+	if len(p.Writers) != len(names) || p.Job < 0 || p.Job > len(jobs) {
+		return drop(fmt.Errorf("state holds %d writers at job %d", len(p.Writers), p.Job))
+	}
+	for r, name := range names {
+		st := p.Writers[r]
+		st.Temp = filepath.Join(c.opt.Out, filepath.Base(st.Temp))
+		w, err := safetensors.ResumeWriter(filepath.Join(c.opt.Out, name), perRank[r], nil, st)
+		if err != nil {
+			return drop(err)
+		}
+		ws[r] = w
+	}
+	for _, j := range jobs[:p.Job] {
+		c.done += j.in.info.Size()
+		c.res.ResumedBytes += j.in.info.Size()
+	}
+	c.log.Info("resuming the rank files from a checkpoint", "tensors_done", p.Job, "of", len(jobs))
+	return p.Job
 }
 
 // rankRange returns rank r's half-open range of a dimension of size size split n ways.

@@ -458,3 +458,56 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestWriterCheckpointResume(t *testing.T) {
+	dir := t.TempDir()
+	specs := []Spec{{"a", F32, []int{4}}, {"b", U8, []int{0}}, {"c", I8, []int{5}}, {"d", BF16, []int{3}}}
+	data := map[string][]byte{"a": bytes.Repeat([]byte{1}, 16), "b": nil, "c": []byte{9, 8, 7, 6, 5}, "d": []byte{1, 2, 3, 4, 5, 6}}
+	ref := filepath.Join(dir, "ref.safetensors")
+	w, _ := Create(ref, specs, map[string]string{"k": "v"})
+	for _, s := range specs {
+		w.WriteTensor(s.Name, data[s.Name])
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	refSum := w.SHA256()
+
+	path := filepath.Join(dir, "x.safetensors")
+	w, _ = Create(path, specs, map[string]string{"k": "v"})
+	w.WriteTensor("a", data["a"])
+	st, err := w.Checkpoint()
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.WriteTensor("c", data["c"]) // lost: after the checkpoint
+	w.Detach()
+	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+		t.Fatal("detached writer produced the destination")
+	}
+	bad := st
+	bad.Offset++
+	if _, err := ResumeWriter(path, specs, map[string]string{"k": "v"}, bad); err == nil {
+		t.Fatal("inconsistent state accepted")
+	}
+	if _, err := ResumeWriter(path, specs, map[string]string{"k": "other"}, st); err == nil {
+		t.Fatal("resume with another header accepted")
+	}
+	w, err = ResumeWriter(path, specs, map[string]string{"k": "v"}, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w.Next() != "c" {
+		t.Fatalf("next tensor %q, want c", w.Next())
+	}
+	w.WriteTensor("c", data["c"])
+	w.WriteTensor("d", data["d"])
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	a, _ := os.ReadFile(ref)
+	b, _ := os.ReadFile(path)
+	if !bytes.Equal(a, b) || w.SHA256() != refSum {
+		t.Fatal("resumed file differs from the one-shot file")
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"crypto/sha256"
+	"encoding"
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
@@ -237,6 +238,114 @@ func (w *Writer) Close() error {
 		os.Remove(w.tmp)
 	}
 	return w.err
+}
+
+// WriterState is what ResumeWriter needs to continue a file whose writer was
+// checkpointed: the temporary file, how many bytes of it are durable, where the tensor
+// stream stood, and the SHA-256 state at that point.
+type WriterState struct {
+	Temp    string `json:"temp"`
+	Offset  int64  `json:"offset"`
+	Cur     int    `json:"cur"`
+	Written int64  `json:"written"`
+	Hash    []byte `json:"hash"`
+}
+
+// Checkpoint flushes and syncs what has been written and returns the state from which
+// ResumeWriter continues after a crash or interruption. The writer stays usable.
+func (w *Writer) Checkpoint() (WriterState, error) {
+	if w.err != nil {
+		return WriterState{}, w.err
+	}
+	if w.done {
+		return WriterState{}, fmt.Errorf("safetensors: %s: checkpoint after Close", w.path)
+	}
+	if err := w.bw.Flush(); err != nil {
+		w.err = fmt.Errorf("safetensors: %s: %w", w.path, err)
+		return WriterState{}, w.err
+	}
+	if err := w.f.Sync(); err != nil {
+		w.err = fmt.Errorf("safetensors: %s: %w", w.path, err)
+		return WriterState{}, w.err
+	}
+	off, err := w.f.Seek(0, io.SeekCurrent)
+	if err != nil {
+		return WriterState{}, fmt.Errorf("safetensors: %s: %w", w.path, err)
+	}
+	h, err := w.sum.(encoding.BinaryMarshaler).MarshalBinary()
+	if err != nil {
+		return WriterState{}, fmt.Errorf("safetensors: %s: %w", w.path, err)
+	}
+	return WriterState{Temp: w.tmp, Offset: off, Cur: w.cur, Written: w.written, Hash: h}, nil
+}
+
+// ResumeWriter reopens a checkpointed temporary file (see Checkpoint) for the same
+// specs and metadata, drops anything written after the checkpoint and continues.
+func ResumeWriter(path string, specs []Spec, metadata map[string]string, st WriterState) (*Writer, error) {
+	hdr, sizes, err := EncodeHeader(specs, metadata)
+	if err != nil {
+		return nil, fmt.Errorf("safetensors: %s: %w", path, err)
+	}
+	if filepath.Dir(st.Temp) != filepath.Dir(path) || st.Cur < 0 || st.Cur > len(specs) || st.Offset < int64(len(hdr)) {
+		return nil, fmt.Errorf("safetensors: %s: invalid resume state", path)
+	}
+	want := int64(len(hdr))
+	for i := range st.Cur {
+		want += sizes[i]
+	}
+	if st.Cur < len(specs) {
+		want += st.Written
+	}
+	if want != st.Offset {
+		return nil, fmt.Errorf("safetensors: %s: resume state does not match the declared tensors", path)
+	}
+	h := sha256.New()
+	if err := h.(encoding.BinaryUnmarshaler).UnmarshalBinary(st.Hash); err != nil {
+		return nil, fmt.Errorf("safetensors: %s: resume hash state: %w", path, err)
+	}
+	f, err := os.OpenFile(st.Temp, os.O_RDWR, 0)
+	if err != nil {
+		return nil, fmt.Errorf("safetensors: resume: %w", err)
+	}
+	head := make([]byte, len(hdr))
+	if _, err := io.ReadFull(f, head); err != nil || !bytes.Equal(head, hdr) {
+		f.Close()
+		return nil, fmt.Errorf("safetensors: %s: temporary file %s does not hold the expected header", path, st.Temp)
+	}
+	fi, err := f.Stat()
+	if err == nil && fi.Size() < st.Offset {
+		err = fmt.Errorf("%s is %d bytes, shorter than the checkpoint at %d", st.Temp, fi.Size(), st.Offset)
+	}
+	if err == nil {
+		err = f.Truncate(st.Offset)
+	}
+	if err == nil {
+		_, err = f.Seek(st.Offset, io.SeekStart)
+	}
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("safetensors: resume: %w", err)
+	}
+	w := &Writer{path: path, tmp: st.Temp, f: f, specs: specs, sizes: sizes, sum: h, cur: st.Cur, written: st.Written, total: int64(len(hdr))}
+	for _, n := range sizes {
+		w.total += n
+	}
+	w.bw = bufio.NewWriterSize(io.MultiWriter(f, h), 1<<20)
+	w.skipEmpty()
+	return w, nil
+}
+
+// Detach closes the writer's file without removing or renaming it, so that a later
+// ResumeWriter continues from the last Checkpoint.
+func (w *Writer) Detach() {
+	if w.done {
+		return
+	}
+	w.done = true
+	if w.err == nil {
+		w.err = errors.New("safetensors: writer detached")
+	}
+	w.f.Close()
 }
 
 // SHA256 returns the hex SHA-256 of the complete file, valid after a successful Close.
