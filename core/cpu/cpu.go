@@ -25,6 +25,9 @@ type Options struct {
 	// Threads is the number of goroutines each rank uses inside one op; 0 means
 	// max(1, GOMAXPROCS / world size).
 	Threads int
+	// ISA selects the kernel set: "" (best for this CPU), "generic" or "avx2"
+	// (see Backend.ISA and BENCHMARKS.md).
+	ISA string
 }
 
 // Backend is one rank of a CPU group. Its ops must be called from one goroutine at a
@@ -32,6 +35,7 @@ type Options struct {
 type Backend struct {
 	*backend.Reference
 	threads int
+	isa     int
 }
 
 var _ backend.Backend = (*Backend)(nil)
@@ -45,10 +49,14 @@ func NewGroup(worldSize int, opt Options) ([]backend.Backend, error) {
 	if th <= 0 {
 		th = max(1, runtime.GOMAXPROCS(0)/worldSize)
 	}
+	isa, err := parseISA(opt.ISA)
+	if err != nil {
+		return nil, err
+	}
 	c := backend.NewComm(worldSize)
 	out := make([]backend.Backend, worldSize)
 	for r := range out {
-		out[r] = &Backend{Reference: backend.NewReference(r, c), threads: th}
+		out[r] = &Backend{Reference: backend.NewReference(r, c), threads: th, isa: isa}
 	}
 	return out, nil
 }
@@ -90,7 +98,7 @@ func (b *Backend) parallel(n, unit int, fn func(lo, hi int)) {
 }
 
 func unit(w *backend.HostWeight) int {
-	if w.DType == backend.I4 {
+	if w.DType == backend.I4 || w.DType == backend.I8 {
 		return 64
 	}
 	return 16
@@ -107,7 +115,7 @@ func (b *Backend) Linear(out, x backend.Tensor, w backend.Weight) error {
 	}
 	b.parallel(wh.N, unit(wh), func(lo, hi int) {
 		ov, _ := backend.SliceHost(o, 0, o.R, lo, hi-lo)
-		linearKernel(ov, xh, wh, lo, hi, 0)
+		b.linear(ov, xh, wh, lo, hi, 0)
 	})
 	return nil
 }
@@ -128,7 +136,7 @@ func (b *Backend) HeadLinear(out, x backend.Tensor, w backend.Weight, heads int)
 	b.parallel(heads, 1, func(lo, hi int) {
 		for h := lo; h < hi; h++ {
 			ov, _ := backend.SliceHost(o, 0, o.R, h*n, n)
-			linearKernel(ov, xh, wh, h*n, (h+1)*n, h*wh.K)
+			b.linear(ov, xh, wh, h*n, (h+1)*n, h*wh.K)
 		}
 	})
 	return nil
@@ -158,7 +166,7 @@ func (b *Backend) GroupedLinear(out, x backend.Tensor, ws []backend.Weight, coun
 		os, _ := backend.SliceHost(o, row, c, 0, o.C)
 		b.parallel(w.N, unit(w), func(lo, hi int) {
 			ov, _ := backend.SliceHost(os, 0, os.R, lo, hi-lo)
-			linearKernel(ov, xs, w, lo, hi, 0)
+			b.linear(ov, xs, w, lo, hi, 0)
 		})
 		row += c
 	}

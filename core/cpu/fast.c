@@ -1,0 +1,385 @@
+// Fast kernels of the dsgate CPU backend; see fast.h and RATIONALE.md.
+//
+// Numerics: every quantized output element is computed as
+//   acc_g = fma chain over k in group g, in k order, starting from 0
+//   out   = fma(acc_g, scale_g, out) for g = 0, 1, ... starting from 0
+// in float32 with correctly rounded FMAs, whichever kernel (decode or GEMM) runs and
+// whatever the tiling, so results do not depend on how many rows share a call.
+#include "fast.h"
+#include <string.h>
+#include <math.h>
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define DSG_X86 1
+#endif
+
+int dsg_detect_isa(void) {
+#ifdef DSG_X86
+	__builtin_cpu_init();
+	if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+		if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+		    __builtin_cpu_supports("avx512vl"))
+			return DSG_ISA_AVX512;
+		return DSG_ISA_AVX2;
+	}
+#endif
+	return DSG_ISA_GENERIC;
+}
+
+#define KB 16  // decode: k rows per block (accumulators stay in L1 across a block)
+#define SB 512 // decode: columns per super-block
+#define KC 64  // GEMM: k rows dequantized per chunk (KC x 64 floats = 16 KiB)
+
+#ifdef DSG_X86
+#define T __attribute__((target("avx2,fma")))
+#define AI __attribute__((always_inline)) inline
+
+// ld64 converts 64 consecutive columns of one weight row to 8 vectors of floats
+// (exact: small integers). int8: 64 bytes; int4: 32 bytes, byte j holds columns 2j
+// (low nibble) and 2j+1 (high nibble), two's complement.
+T static AI void ld64_i8(const uint8_t *p, __m256 w[8]) {
+	for (int i = 0; i < 8; i++)
+		w[i] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(p + 8 * i))));
+}
+
+T static AI void ld64_i4(const uint8_t *p, __m256 w[8]) {
+	const __m128i tab = _mm_setr_epi8(0, 1, 2, 3, 4, 5, 6, 7, -8, -7, -6, -5, -4, -3, -2, -1);
+	const __m128i m4 = _mm_set1_epi8(0x0F);
+	for (int h = 0; h < 2; h++) {
+		__m128i v = _mm_loadu_si128((const __m128i *)(p + 16 * h));
+		__m128i lo = _mm_shuffle_epi8(tab, _mm_and_si128(v, m4));
+		__m128i hi = _mm_shuffle_epi8(tab, _mm_and_si128(_mm_srli_epi16(v, 4), m4));
+		__m128i a = _mm_unpacklo_epi8(lo, hi); // columns 32h + 0..15
+		__m128i b = _mm_unpackhi_epi8(lo, hi); // columns 32h + 16..31
+		w[4 * h + 0] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(a));
+		w[4 * h + 1] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(a, 8)));
+		w[4 * h + 2] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b));
+		w[4 * h + 3] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(b, 8)));
+	}
+}
+
+// dec_blk: acc[0..64) = fma chain of x[k] * W[k][0..64) for k < kb (in k order).
+T static AI void dec_blk(const float *x, const uint8_t *w, long ldw, int kb, int bits, float *acc) {
+	__m256 a[8];
+	for (int i = 0; i < 8; i++) a[i] = _mm256_loadu_ps(acc + 8 * i);
+	for (int k = 0; k < kb; k++) {
+		__m256 xv = _mm256_broadcast_ss(x + k);
+		__m256 wv[8];
+		if (bits == 8)
+			ld64_i8(w + k * ldw, wv);
+		else
+			ld64_i4(w + k * ldw, wv);
+		for (int i = 0; i < 8; i++) a[i] = _mm256_fmadd_ps(xv, wv[i], a[i]);
+	}
+	for (int i = 0; i < 8; i++) _mm256_storeu_ps(acc + 8 * i, a[i]);
+}
+
+T static void dec_blk8(const float *x, const uint8_t *w, long ldw, int kb, float *acc) { dec_blk(x, w, ldw, kb, 8, acc); }
+T static void dec_blk4(const float *x, const uint8_t *w, long ldw, int kb, float *acc) { dec_blk(x, w, ldw, kb, 4, acc); }
+
+// out[j] = fma(acc[j], s[j], out[j]) for j < n (vector part, then scalar with fmaf:
+// both are correctly rounded, so the split does not change any value).
+T static void scale_acc(float *out, const float *acc, const float *s, int n) {
+	int j = 0;
+	for (; j + 8 <= n; j += 8)
+		_mm256_storeu_ps(out + j, _mm256_fmadd_ps(_mm256_loadu_ps(acc + j), _mm256_loadu_ps(s + j), _mm256_loadu_ps(out + j)));
+	for (; j < n; j++) out[j] = fmaf(acc[j], s[j], out[j]);
+}
+
+// q_decode streams the weights once for up to DSG_DECODE_ROWS rows: k blocks of KB
+// rows over a super-block of SB columns, accumulators in L1.
+T static void q_decode(const float *x, long ldx, int M, int K, const uint8_t *q, int bits, int N, const float *scale,
+                       int G, int c0, int c1, float *y, long ldy) {
+	float acc[DSG_DECODE_ROWS][SB] __attribute__((aligned(32)));
+	float out[DSG_DECODE_ROWS][SB] __attribute__((aligned(32)));
+	uint8_t tmp[KB * 64];
+	long rowbytes = bits == 8 ? N : N / 2;
+	for (int s0 = c0; s0 < c1; s0 += SB) {
+		int sw = c1 - s0 < SB ? c1 - s0 : SB;
+		int swp = (sw + 63) & ~63;
+		for (int m = 0; m < M; m++) memset(out[m], 0, sizeof(float) * swp);
+		for (int g0 = 0; g0 < K; g0 += G) {
+			int g1 = g0 + G < K ? g0 + G : K;
+			for (int m = 0; m < M; m++) memset(acc[m], 0, sizeof(float) * swp);
+			for (int k0 = g0; k0 < g1; k0 += KB) {
+				int kb = g1 - k0 < KB ? g1 - k0 : KB;
+				for (int cb = 0; cb < sw; cb += 64) {
+					int nc = sw - cb < 64 ? sw - cb : 64;
+					long cbyte = bits == 8 ? s0 + cb : (s0 + cb) / 2;
+					const uint8_t *wp = q + (long)k0 * rowbytes + cbyte;
+					long ldw = rowbytes;
+					if (nc < 64) {
+						int bw = bits == 8 ? 64 : 32, nb = bits == 8 ? nc : nc / 2;
+						memset(tmp, 0, (size_t)kb * bw);
+						for (int k = 0; k < kb; k++) memcpy(tmp + k * bw, wp + k * rowbytes, nb);
+						wp = tmp;
+						ldw = bw;
+					}
+					for (int m = 0; m < M; m++) {
+						if (bits == 8)
+							dec_blk8(x + m * ldx + k0, wp, ldw, kb, acc[m] + cb);
+						else
+							dec_blk4(x + m * ldx + k0, wp, ldw, kb, acc[m] + cb);
+					}
+				}
+			}
+			const float *sg = scale + (long)(g0 / G) * N + s0;
+			for (int m = 0; m < M; m++) scale_acc(out[m], acc[m], sg, sw);
+		}
+		for (int m = 0; m < M; m++) memcpy(y + m * ldy + (s0 - c0), out[m], sizeof(float) * sw);
+	}
+}
+
+// micro: R rows x 16 columns of the dequantized chunk wb (kc rows of 64 floats).
+// acc (row stride 64) is loaded unless first; at the end it is either stored, or (last
+// chunk of a group) folded into out (row stride 64) with the group's scales s.
+T static AI void micro(int R, const float *x, long ldx, const float *wb, int kc, float *acc, int first, int last,
+                       float *out, const float *s) {
+	__m256 a[6][2];
+	for (int r = 0; r < R; r++) {
+		if (first) {
+			a[r][0] = _mm256_setzero_ps();
+			a[r][1] = _mm256_setzero_ps();
+		} else {
+			a[r][0] = _mm256_loadu_ps(acc + r * 64);
+			a[r][1] = _mm256_loadu_ps(acc + r * 64 + 8);
+		}
+	}
+	for (int k = 0; k < kc; k++) {
+		__m256 w0 = _mm256_load_ps(wb + k * 64), w1 = _mm256_load_ps(wb + k * 64 + 8);
+		for (int r = 0; r < R; r++) {
+			__m256 xv = _mm256_broadcast_ss(x + r * ldx + k);
+			a[r][0] = _mm256_fmadd_ps(xv, w0, a[r][0]);
+			a[r][1] = _mm256_fmadd_ps(xv, w1, a[r][1]);
+		}
+	}
+	if (last) {
+		__m256 s0 = _mm256_loadu_ps(s), s1 = _mm256_loadu_ps(s + 8);
+		for (int r = 0; r < R; r++) {
+			_mm256_storeu_ps(out + r * 64, _mm256_fmadd_ps(a[r][0], s0, _mm256_loadu_ps(out + r * 64)));
+			_mm256_storeu_ps(out + r * 64 + 8, _mm256_fmadd_ps(a[r][1], s1, _mm256_loadu_ps(out + r * 64 + 8)));
+		}
+	} else {
+		for (int r = 0; r < R; r++) {
+			_mm256_storeu_ps(acc + r * 64, a[r][0]);
+			_mm256_storeu_ps(acc + r * 64 + 8, a[r][1]);
+		}
+	}
+}
+
+T static void micro_n(int R, const float *x, long ldx, const float *wb, int kc, float *acc, int first, int last,
+                      float *out, const float *s) {
+	switch (R) {
+	case 6: micro(6, x, ldx, wb, kc, acc, first, last, out, s); break;
+	case 5: micro(5, x, ldx, wb, kc, acc, first, last, out, s); break;
+	case 4: micro(4, x, ldx, wb, kc, acc, first, last, out, s); break;
+	case 3: micro(3, x, ldx, wb, kc, acc, first, last, out, s); break;
+	case 2: micro(2, x, ldx, wb, kc, acc, first, last, out, s); break;
+	default: micro(1, x, ldx, wb, kc, acc, first, last, out, s); break;
+	}
+}
+
+// q_gemm: per 64-column block, per group, per chunk of KC rows: dequantize the chunk
+// once into wbuf, then run every row tile of 6 over it.
+T static void q_gemm(const float *x, long ldx, int M, int K, const uint8_t *q, int bits, int N, const float *scale,
+                     int G, int c0, int c1, float *y, long ldy, float *scratch) {
+	float wbuf[KC * 64] __attribute__((aligned(32)));
+	float spad[64] __attribute__((aligned(32)));
+	uint8_t tmp[64];
+	float *accb = scratch, *outb = scratch + (long)M * 64;
+	long rowbytes = bits == 8 ? N : N / 2;
+	for (int cb = c0; cb < c1; cb += 64) {
+		int nc = c1 - cb < 64 ? c1 - cb : 64;
+		long cbyte = bits == 8 ? cb : cb / 2;
+		memset(outb, 0, sizeof(float) * 64 * (size_t)M);
+		for (int g0 = 0; g0 < K; g0 += G) {
+			int g1 = g0 + G < K ? g0 + G : K;
+			memset(spad, 0, sizeof spad);
+			memcpy(spad, scale + (long)(g0 / G) * N + cb, sizeof(float) * nc);
+			for (int k0 = g0; k0 < g1; k0 += KC) {
+				int kc = g1 - k0 < KC ? g1 - k0 : KC;
+				for (int k = 0; k < kc; k++) {
+					const uint8_t *src = q + (long)(k0 + k) * rowbytes + cbyte;
+					if (nc < 64) {
+						int nb = bits == 8 ? nc : nc / 2;
+						memset(tmp, 0, sizeof tmp);
+						memcpy(tmp, src, nb);
+						src = tmp;
+					}
+					__m256 wv[8];
+					if (bits == 8)
+						ld64_i8(src, wv);
+					else
+						ld64_i4(src, wv);
+					for (int i = 0; i < 8; i++) _mm256_store_ps(wbuf + k * 64 + 8 * i, wv[i]);
+				}
+				int first = k0 == g0, last = k0 + kc == g1;
+				for (int m0 = 0; m0 < M; m0 += 6) {
+					int R = M - m0 < 6 ? M - m0 : 6;
+					for (int cs = 0; cs < 64; cs += 16)
+						micro_n(R, x + m0 * ldx + k0, ldx, wbuf + cs, kc, accb + (long)m0 * 64 + cs, first, last,
+						        outb + (long)m0 * 64 + cs, spad + cs);
+				}
+			}
+		}
+		for (int m = 0; m < M; m++) memcpy(y + m * ldy + (cb - c0), outb + (long)m * 64, sizeof(float) * nc);
+	}
+}
+
+void dsg_qlinear_avx2(const float *x, long ldx, int M, int K, const void *q, int bits, int N, const float *scale,
+                      int G, int c0, int c1, float *y, long ldy, float *scratch) {
+	if (M <= DSG_DECODE_ROWS)
+		q_decode(x, ldx, M, K, (const uint8_t *)q, bits, N, scale, G, c0, c1, y, ldy);
+	else
+		q_gemm(x, ldx, M, K, (const uint8_t *)q, bits, N, scale, G, c0, c1, y, ldy, scratch);
+}
+
+// ld8 loads 8 weights of a dense row as floats.
+T static AI __m256 ld8(const void *w, long i, int bits) {
+	if (bits == 32) return _mm256_loadu_ps((const float *)w + i);
+	__m128i h = _mm_loadu_si128((const __m128i *)((const uint16_t *)w + i));
+	return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+T static AI float wat(const void *w, long i, int bits) {
+	if (bits == 32) return ((const float *)w)[i];
+	union { uint32_t u; float f; } v;
+	v.u = (uint32_t)((const uint16_t *)w)[i] << 16;
+	return v.f;
+}
+
+// hsum8 reduces the lanes in order: ((l0 + l1) + l2) + ... + l7.
+T static AI float hsum8(__m256 v) {
+	float l[8];
+	_mm256_storeu_ps(l, v);
+	float s = l[0];
+	for (int i = 1; i < 8; i++) s += l[i];
+	return s;
+}
+
+// dtile: R rows of x times NR rows of W (dense); per element: 8 lane accumulators
+// over k < K8, lane-order reduction, plus an fma chain over the tail.
+T static AI void dtile(int R, int NR, const float *x, long ldx, int K, const void *w, int bits, long n, float *y,
+                       long ldy) {
+	__m256 a[2][4];
+	for (int r = 0; r < R; r++)
+		for (int c = 0; c < NR; c++) a[r][c] = _mm256_setzero_ps();
+	int K8 = K & ~7;
+	for (int k = 0; k < K8; k += 8) {
+		__m256 xv[2];
+		for (int r = 0; r < R; r++) xv[r] = _mm256_loadu_ps(x + r * ldx + k);
+		for (int c = 0; c < NR; c++) {
+			__m256 wv = ld8(w, (n + c) * (long)K + k, bits);
+			for (int r = 0; r < R; r++) a[r][c] = _mm256_fmadd_ps(xv[r], wv, a[r][c]);
+		}
+	}
+	for (int r = 0; r < R; r++)
+		for (int c = 0; c < NR; c++) {
+			float t = 0;
+			for (int k = K8; k < K; k++) t = fmaf(x[r * ldx + k], wat(w, (n + c) * (long)K + k, bits), t);
+			y[r * ldy + c] = hsum8(a[r][c]) + t;
+		}
+}
+
+T static void dtile_n(int R, int NR, const float *x, long ldx, int K, const void *w, int bits, long n, float *y,
+                      long ldy) {
+	if (R == 2) {
+		switch (NR) {
+		case 4: dtile(2, 4, x, ldx, K, w, bits, n, y, ldy); return;
+		case 3: dtile(2, 3, x, ldx, K, w, bits, n, y, ldy); return;
+		case 2: dtile(2, 2, x, ldx, K, w, bits, n, y, ldy); return;
+		default: dtile(2, 1, x, ldx, K, w, bits, n, y, ldy); return;
+		}
+	}
+	switch (NR) {
+	case 4: dtile(1, 4, x, ldx, K, w, bits, n, y, ldy); return;
+	case 3: dtile(1, 3, x, ldx, K, w, bits, n, y, ldy); return;
+	case 2: dtile(1, 2, x, ldx, K, w, bits, n, y, ldy); return;
+	default: dtile(1, 1, x, ldx, K, w, bits, n, y, ldy); return;
+	}
+}
+
+void dsg_dlinear_avx2(const float *x, long ldx, int M, int K, const void *w, int bits, int n0, int n1, float *y,
+                      long ldy) {
+	// Rows of x in chunks of 32 (kept in L2) against every 4-row tile of W.
+	for (int mc = 0; mc < M; mc += 32) {
+		int me = mc + 32 < M ? mc + 32 : M;
+		for (int n = n0; n < n1; n += 4) {
+			int NR = n1 - n < 4 ? n1 - n : 4;
+			for (int m = mc; m < me; m += 2) {
+				int R = me - m < 2 ? me - m : 2;
+				dtile_n(R, NR, x + m * ldx, ldx, K, w, bits, n, y + m * ldy + (n - n0), ldy);
+			}
+		}
+	}
+}
+
+T static float stream_avx2(const float *p, long n) {
+	__m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+	for (long i = 0; i < n; i += 64) {
+		a0 = _mm256_add_ps(a0, _mm256_load_ps(p + i));
+		a1 = _mm256_add_ps(a1, _mm256_load_ps(p + i + 8));
+		a2 = _mm256_add_ps(a2, _mm256_load_ps(p + i + 16));
+		a3 = _mm256_add_ps(a3, _mm256_load_ps(p + i + 24));
+		a4 = _mm256_add_ps(a4, _mm256_load_ps(p + i + 32));
+		a5 = _mm256_add_ps(a5, _mm256_load_ps(p + i + 40));
+		a6 = _mm256_add_ps(a6, _mm256_load_ps(p + i + 48));
+		a7 = _mm256_add_ps(a7, _mm256_load_ps(p + i + 56));
+	}
+	__m256 s = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)),
+	                         _mm256_add_ps(_mm256_add_ps(a4, a5), _mm256_add_ps(a6, a7)));
+	return hsum8(s);
+}
+
+T static float peak_avx2(long iters) {
+	__m256 a[12];
+	__m256 m = _mm256_set1_ps(0.999999f), c = _mm256_set1_ps(1e-7f);
+	for (int i = 0; i < 12; i++) a[i] = _mm256_set1_ps((float)i);
+	for (long it = 0; it < iters; it++) {
+		for (int i = 0; i < 12; i++) a[i] = _mm256_fmadd_ps(a[i], m, c);
+		__asm__ volatile("" : "+x"(a[0]), "+x"(a[1]), "+x"(a[2]), "+x"(a[3]), "+x"(a[4]), "+x"(a[5]));
+	}
+	__m256 s = a[0];
+	for (int i = 1; i < 12; i++) s = _mm256_add_ps(s, a[i]);
+	return hsum8(s);
+}
+#else
+void dsg_qlinear_avx2(const float *x, long ldx, int M, int K, const void *q, int bits, int N, const float *scale,
+                      int G, int c0, int c1, float *y, long ldy, float *scratch) {
+	(void)x; (void)ldx; (void)M; (void)K; (void)q; (void)bits; (void)N; (void)scale; (void)G;
+	(void)c0; (void)c1; (void)y; (void)ldy; (void)scratch;
+}
+void dsg_dlinear_avx2(const float *x, long ldx, int M, int K, const void *w, int bits, int n0, int n1, float *y,
+                      long ldy) {
+	(void)x; (void)ldx; (void)M; (void)K; (void)w; (void)bits; (void)n0; (void)n1; (void)y; (void)ldy;
+}
+#endif
+
+float dsg_stream_read(const float *p, long n, int isa) {
+#ifdef DSG_X86
+	if (isa >= DSG_ISA_AVX2) return stream_avx2(p, n);
+#endif
+	(void)isa;
+	float s[8] = {0};
+	for (long i = 0; i < n; i += 8)
+		for (int j = 0; j < 8; j++) s[j] += p[i + j];
+	return s[0] + s[1] + s[2] + s[3] + s[4] + s[5] + s[6] + s[7];
+}
+
+float dsg_peak_fma(long iters, int isa) {
+#ifdef DSG_X86
+	if (isa >= DSG_ISA_AVX2) return peak_avx2(iters);
+#endif
+	(void)isa;
+	float a[12][8];
+	for (int i = 0; i < 12; i++)
+		for (int j = 0; j < 8; j++) a[i][j] = (float)i;
+	for (long it = 0; it < iters; it++)
+		for (int i = 0; i < 12; i++)
+			for (int j = 0; j < 8; j++) a[i][j] = a[i][j] * 0.999999f + 1e-7f;
+	float s = 0;
+	for (int i = 0; i < 12; i++)
+		for (int j = 0; j < 8; j++) s += a[i][j];
+	return s;
+}

@@ -1,0 +1,40 @@
+// Fast kernels of the dsgate CPU backend (fast.c): AVX2+FMA paths for weight-only int8
+// and int4 matmul (a streaming decode kernel and a blocked GEMM for prefill), a
+// row-tiled bf16/f32 matmul, plus the streaming-read and peak-FMA probes the
+// benchmarks compare against. Every function returns nothing and never aborts: Go
+// checks shapes before the call (STYLE.md point 12). Functions taking "isa" only run
+// the vector path when the caller passes DSG_ISA_AVX2 (from dsg_detect_isa).
+#ifndef DSGATE_CPU_FAST_H
+#define DSGATE_CPU_FAST_H
+#include <stdint.h>
+
+#define DSG_ISA_GENERIC 0
+#define DSG_ISA_AVX2 2
+#define DSG_ISA_AVX512 3
+
+// dsg_detect_isa returns the best ISA level of the running CPU.
+int dsg_detect_isa(void);
+
+// Quantized linear over output columns [c0, c1) of a weight-only int8 (bits 8, q is
+// (K, N) bytes) or int4 (bits 4, q is (K, N/8) little-endian words, low nibble
+// first) matrix with scales (ceil(K/G), N) (G == K: per channel). Row m of x starts at
+// x + m*ldx (K values); output column c of row m is y[m*ldy + c - c0]. For M <= DSG_DECODE_ROWS
+// the streaming decode kernel runs; otherwise the GEMM kernel, which needs scratch of
+// 2*M*64 floats. Both give bit-identical results per element (same FMA order). c0
+// must be a multiple of 8 for int4.
+#define DSG_DECODE_ROWS 4
+void dsg_qlinear_avx2(const float *x, long ldx, int M, int K, const void *q, int bits, int N, const float *scale,
+                      int G, int c0, int c1, float *y, long ldy, float *scratch);
+
+// Dense linear over output rows [n0, n1) of W (N, K) in f32 (bits 32) or bf16
+// (bits 16): y[m*ldy + n - n0] = dot(x_m, W_n) with 8-lane partial sums over k
+// (fixed order, independent of M), reduced in lane order, then the tail.
+void dsg_dlinear_avx2(const float *x, long ldx, int M, int K, const void *w, int bits, int n0, int n1, float *y,
+                      long ldy);
+
+// dsg_stream_read sums n floats (n a multiple of 64) with 8-wide vectors: a
+// memory-bandwidth probe. dsg_peak_fma runs iters rounds of 12 independent 8-wide FMA
+// chains (96 FMAs per round per chain set) and returns a value that depends on them.
+float dsg_stream_read(const float *p, long n, int isa);
+float dsg_peak_fma(long iters, int isa);
+#endif

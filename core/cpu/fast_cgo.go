@@ -1,0 +1,84 @@
+//go:build cgo
+
+package cpu
+
+/*
+#cgo CFLAGS: -O3 -std=gnu11
+#cgo LDFLAGS: -lm
+#include "fast.h"
+*/
+import "C"
+
+import (
+	"unsafe"
+
+	"github.com/dsgate/dsgate/core/backend"
+)
+
+// Instruction-set levels (fast.h).
+const (
+	isaGeneric = int(C.DSG_ISA_GENERIC)
+	isaAVX2    = int(C.DSG_ISA_AVX2)
+	isaAVX512  = int(C.DSG_ISA_AVX512)
+)
+
+// decodeRows is the largest row count the streaming decode kernel handles; above it
+// the GEMM kernel runs (same arithmetic per element).
+const decodeRows = int(C.DSG_DECODE_ROWS)
+
+// detectISA returns the best level the running CPU supports.
+func detectISA() int { return int(C.dsg_detect_isa()) }
+
+// fastKernel computes out[:, 0:n1-n0] = x[:, xc0:xc0+K] · W[n0:n1]ᵀ with the AVX2
+// kernels and reports true, or reports false when it has no fast path for this
+// weight (the caller then runs linearKernel). Shapes were checked by the caller.
+func fastKernel(isa int, o, x *backend.HostTensor, w *backend.HostWeight, n0, n1, xc0 int) bool {
+	if isa < isaAVX2 {
+		return false
+	}
+	if x.R == 0 || n1 <= n0 {
+		return true
+	}
+	xp := fptr(x.Data, x.Off+xc0)
+	yp := fptr(o.Data, o.Off)
+	switch w.DType {
+	case backend.F32:
+		C.dsg_dlinear_avx2(xp, C.long(x.Stride), C.int(x.R), C.int(w.K), unsafe.Pointer(&w.F32[0]), 32,
+			C.int(n0), C.int(n1), yp, C.long(o.Stride))
+	case backend.BF16:
+		C.dsg_dlinear_avx2(xp, C.long(x.Stride), C.int(x.R), C.int(w.K), unsafe.Pointer(&w.BF16[0]), 16,
+			C.int(n0), C.int(n1), yp, C.long(o.Stride))
+	case backend.I8, backend.I4:
+		bits, g := 8, w.GroupSize
+		if w.DType == backend.I4 {
+			if n0%8 != 0 {
+				return false
+			}
+			bits = 4
+		}
+		if g == 0 {
+			g = w.K
+		}
+		var scratch *C.float
+		if x.R > decodeRows {
+			s := make([]float32, 2*x.R*64)
+			scratch = fptr(s, 0)
+		}
+		C.dsg_qlinear_avx2(xp, C.long(x.Stride), C.int(x.R), C.int(w.K), unsafe.Pointer(&w.Q[0]), C.int(bits), C.int(w.N),
+			(*C.float)(unsafe.Pointer(&w.Scale[0])), C.int(g), C.int(n0), C.int(n1), yp, C.long(o.Stride), scratch)
+	default:
+		return false
+	}
+	return true
+}
+
+// streamRead sums p (len a multiple of 64) with vector loads: the bandwidth probe.
+func streamRead(p []float32, isa int) float32 {
+	if len(p) == 0 {
+		return 0
+	}
+	return float32(C.dsg_stream_read(fptr(p, 0), C.long(len(p)&^63), C.int(isa)))
+}
+
+// peakFMA runs iters rounds of 12 independent 8-wide FMA chains (96 FMAs a round).
+func peakFMA(iters int, isa int) float32 { return float32(C.dsg_peak_fma(C.long(iters), C.int(isa))) }

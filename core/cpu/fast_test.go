@@ -1,0 +1,211 @@
+package cpu
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/dsgate/dsgate/core/backend"
+)
+
+// isas lists the kernel sets this machine can run (the generic set always).
+func isas() []string {
+	out := []string{"generic"}
+	if detectISA() >= isaAVX2 {
+		out = append(out, "avx2")
+	}
+	return out
+}
+
+func isaGroup(t testing.TB, isa string, threads int) *Backend {
+	t.Helper()
+	g, err := NewGroup(1, Options{Threads: threads, ISA: isa})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return g[0].(*Backend)
+}
+
+// tolerance per weight dtype of backwardErr: float32 accumulation over K ≤ 300 terms
+// (plus one scale multiply for quantized weights) vs the float64 reference.
+func tolerance(d backend.DType) float64 {
+	if d == backend.F32 || d == backend.BF16 {
+		return 2e-6
+	}
+	return 4e-6
+}
+
+// backwardErr returns max |got − want| / Σ_k |x_k·W_nk| over the elements: the error
+// relative to the size of the terms summed, which float32 accumulation bounds
+// whatever cancellation the sum has.
+func backwardErr(got, want []float32, x *backend.HostTensor, hw *backend.HostWeight) float64 {
+	worst := 0.0
+	for i := 0; i < x.R; i++ {
+		xr := x.Row(i)
+		for n := 0; n < hw.N; n++ {
+			var mag float64
+			for k, v := range xr {
+				mag += math.Abs(float64(v) * float64(hw.At(n, k)))
+			}
+			d := math.Abs(float64(got[i*hw.N+n]) - float64(want[i*hw.N+n]))
+			worst = math.Max(worst, d/math.Max(mag, 1e-30))
+		}
+	}
+	return worst
+}
+
+// checkLinear runs Linear on a guarded M×K input for one weight and compares it with
+// the reference; every row computed alone must be bit-identical to the batched row.
+func checkLinear(t *testing.T, cb *Backend, hw *backend.HostWeight, m int, r *rand.Rand) {
+	t.Helper()
+	ref := backend.NewReference(0, backend.NewComm(1))
+	w, err := cb.LoadWeight(hw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	x, xp := guarded(m, hw.K, r, true)
+	xBefore := append([]float32(nil), xp.Data...)
+	y, yp := guarded(m, hw.N, r, false)
+	if err := cb.Linear(y, x, w); err != nil {
+		t.Fatal(err)
+	}
+	checkGuard(t, yp, m, hw.N)
+	for i := range xBefore {
+		if xp.Data[i] != xBefore[i] {
+			t.Fatal("input modified")
+		}
+	}
+	want, _ := backend.NewHostTensor(m, hw.N)
+	if err := ref.Linear(want, x, w); err != nil {
+		t.Fatal(err)
+	}
+	got := read(t, cb, y)
+	if e := backwardErr(got, want.Data, x, hw); e > tolerance(hw.DType) {
+		t.Fatalf("error %g > %g (relative to sum |x·w|)", e, tolerance(hw.DType))
+	}
+	for i := 0; i < m; i++ {
+		xi, _ := backend.SliceHost(x, i, 1, 0, hw.K)
+		yi, yip := guarded(1, hw.N, r, false)
+		if err := cb.Linear(yi, xi, w); err != nil {
+			t.Fatal(err)
+		}
+		checkGuard(t, yip, 1, hw.N)
+		for j, v := range yi.Row(0) {
+			if v != got[i*hw.N+j] {
+				t.Fatalf("row %d col %d: alone %v, in a batch of %d %v", i, j, v, m, got[i*hw.N+j])
+			}
+		}
+	}
+}
+
+// TestFastLinear: every kernel set against the reference on odd sizes, row counts on
+// both sides of the decode/GEMM switch, per-channel and per-group scales (with a
+// partial last group), column tails and k tails.
+func TestFastLinear(t *testing.T) {
+	r := rand.New(rand.NewPCG(21, 22))
+	cases := []struct {
+		d    backend.DType
+		n, k int
+		g    int
+	}{
+		{backend.F32, 37, 53, 0},
+		{backend.F32, 130, 7, 0},
+		{backend.BF16, 129, 300, 0},
+		{backend.BF16, 5, 17, 0},
+		{backend.I8, 72, 97, 0},
+		{backend.I8, 200, 130, 64},
+		{backend.I8, 1, 33, 32},
+		{backend.I8, 577, 70, 0},
+		{backend.I4, 136, 45, 0},
+		{backend.I4, 264, 100, 32},
+		{backend.I4, 8, 129, 128},
+		{backend.I4, 1096, 75, 64},
+	}
+	for _, isa := range isas() {
+		for _, th := range []int{1, 3} {
+			cb := isaGroup(t, isa, th)
+			for _, tc := range cases {
+				for _, m := range []int{1, 3, decodeRows + 1, 13} {
+					t.Run(fmt.Sprintf("%s-t%d-%v-n%d-k%d-g%d-m%d", isa, th, tc.d, tc.n, tc.k, tc.g, m), func(t *testing.T) {
+						checkLinear(t, cb, randWeight(r, tc.d, tc.n, tc.k, tc.g), m, r)
+					})
+				}
+			}
+		}
+	}
+}
+
+// TestFastHeadGrouped: HeadLinear and GroupedLinear on the fast kernels.
+func TestFastHeadGrouped(t *testing.T) {
+	r := rand.New(rand.NewPCG(31, 32))
+	ref := backend.NewReference(0, backend.NewComm(1))
+	for _, isa := range isas() {
+		cb := isaGroup(t, isa, 2)
+		for _, d := range []backend.DType{backend.F32, backend.BF16, backend.I8, backend.I4} {
+			heads, n, k, m := 3, 72, 37, 7
+			w, _ := cb.LoadWeight(randWeight(r, d, heads*n, k, 0))
+			x, _ := guarded(m, heads*k, r, true)
+			y, yp := guarded(m, heads*n, r, false)
+			if err := cb.HeadLinear(y, x, w, heads); err != nil {
+				t.Fatal(err)
+			}
+			checkGuard(t, yp, m, heads*n)
+			want, _ := backend.NewHostTensor(m, heads*n)
+			_ = ref.HeadLinear(want, x, w, heads)
+			if e := relErr(read(t, cb, y), want.Data); e > 1e-5 {
+				t.Fatalf("%s %v head linear rel err %g", isa, d, e)
+			}
+			var ws []backend.Weight
+			for i := 0; i < 4; i++ {
+				wi, _ := cb.LoadWeight(randWeight(r, d, 80, 45, 32*(i%2)))
+				ws = append(ws, wi)
+			}
+			counts := []int{1, 0, 6, 2}
+			xg, _ := guarded(9, 45, r, true)
+			yg, ygp := guarded(9, 80, r, false)
+			if err := cb.GroupedLinear(yg, xg, ws, counts); err != nil {
+				t.Fatal(err)
+			}
+			checkGuard(t, ygp, 9, 80)
+			wantG, _ := backend.NewHostTensor(9, 80)
+			_ = ref.GroupedLinear(wantG, xg, ws, counts)
+			if e := relErr(read(t, cb, yg), wantG.Data); e > 1e-5 {
+				t.Fatalf("%s %v grouped rel err %g", isa, d, e)
+			}
+		}
+	}
+}
+
+func TestParseISA(t *testing.T) {
+	for _, tc := range []struct {
+		in string
+		ok bool
+	}{{"", true}, {"generic", true}, {"avx2", detectISA() >= isaAVX2}, {"sse", false}} {
+		_, err := parseISA(tc.in)
+		if (err == nil) != tc.ok {
+			t.Errorf("parseISA(%q): err %v", tc.in, err)
+		}
+	}
+}
+
+// FuzzFastLinear draws a dtype, shape, group size, row count and seed and compares the
+// best kernel set with the reference (and batched rows with rows alone).
+func FuzzFastLinear(f *testing.F) {
+	f.Add(uint64(1), uint8(2), uint8(1), uint16(70), uint16(33), uint8(0))
+	f.Add(uint64(2), uint8(3), uint8(9), uint16(130), uint16(200), uint8(1))
+	f.Add(uint64(3), uint8(1), uint8(6), uint16(17), uint16(64), uint8(2))
+	f.Fuzz(func(t *testing.T, seed uint64, dt, m uint8, n, k uint16, g uint8) {
+		d := backend.DType(dt%4 + 1)
+		M, N, K := int(m%14)+1, int(n%300)+1, int(k%300)+1
+		if d == backend.I4 {
+			N = (N + 7) / 8 * 8
+		}
+		G := 0
+		if d == backend.I8 || d == backend.I4 {
+			G = []int{0, 32, 64, 128}[int(g)%4]
+		}
+		r := rand.New(rand.NewPCG(seed, 77))
+		checkLinear(t, isaGroup(t, "", 2), randWeight(r, d, N, K, G), M, r)
+	})
+}
