@@ -134,8 +134,10 @@ func (b *Backend) LoadExperts(first int, w1, w3, w2 []*backend.HostWeight) (*Exp
 		if ex.gateUp, err = b.stackWeights(gu); err != nil {
 			return err
 		}
-		ex.down, err = b.stackWeights(w2)
-		return err
+		if ex.down, err = b.stackWeights(w2); err != nil {
+			return err
+		}
+		return b.w.sync()
 	})
 	if err != nil {
 		return nil, err

@@ -68,7 +68,7 @@ func (b *Backend) Embedding(out backend.Tensor, table backend.Weight, ids []int3
 	if err != nil {
 		return err
 	}
-	if !w.dense || w.k == 1 {
+	if !w.dense || w.vec1 {
 		return fmt.Errorf("embedding: table %s must be a dense F32/BF16 matrix", w.name)
 	}
 	if err := backend.CheckShape("embedding", "out", out, len(ids), w.k); err != nil {
@@ -118,7 +118,7 @@ func (b *Backend) RMSNorm(out, x backend.Tensor, w backend.Weight, eps float32) 
 	if err != nil {
 		return err
 	}
-	if wt.k != 1 || wt.n != x.Cols() || wt.dt == backend.I8 || wt.dt == backend.I4 {
+	if !wt.vec1 || wt.n != x.Cols() {
 		return fmt.Errorf("rmsnorm: weight %s is %d×%d, want %d×1", wt.name, wt.n, wt.k, x.Cols())
 	}
 	if err := backend.CheckShape("rmsnorm", "out", out, x.Rows(), x.Cols()); err != nil {
@@ -139,8 +139,8 @@ func (b *Backend) RMSNorm(out, x backend.Tensor, w backend.Weight, eps float32) 
 }
 
 func checkLinear(op string, out, x backend.Tensor, w *Weight) error {
-	if w.k == 1 && w.dense && w.dataT == dtF32 && w.n != 1 {
-		return fmt.Errorf("%s: weight %s is a vector", op, w.name)
+	if w.vec1 {
+		return fmt.Errorf("%s: weight %s is a 1-D parameter", op, w.name)
 	}
 	if x.Cols() != w.k {
 		return fmt.Errorf("%s: x is %d×%d but weight %s is %d×%d", op, x.Rows(), x.Cols(), w.name, w.n, w.k)
@@ -310,7 +310,7 @@ func (b *Backend) HeadLinear(out, x backend.Tensor, w backend.Weight, heads int)
 	if err != nil {
 		return err
 	}
-	if heads <= 0 || wt.n%heads != 0 {
+	if wt.vec1 || heads <= 0 || wt.n%heads != 0 {
 		return fmt.Errorf("head linear: weight %s has %d rows, not divisible into %d heads", wt.name, wt.n, heads)
 	}
 	if x.Cols() != heads*wt.k {

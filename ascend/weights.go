@@ -31,6 +31,7 @@ type Weight struct {
 	data  *devBuf
 	dataT int // aclDataType of data
 	dense bool
+	vec1  bool // a 1-D parameter (K == 1): norm weight or router bias, float32 (N,)
 	scale *devBuf
 	group int
 	hostV []float32 // vectors only: host copy (router bias for the host gate fallback)
@@ -67,13 +68,29 @@ func (b *Backend) LoadWeight(hw *backend.HostWeight) (backend.Weight, error) {
 		return nil, fmt.Errorf("ascend: weight %s: group size %d is not a multiple of 32 (aclnnWeightQuantBatchMatmulV2)", hw.Name, hw.GroupSize)
 	}
 	err := b.do(func() error {
+		if err := w.load(b, hw); err != nil {
+			return err
+		}
+		// Wait for the copies so that the pinned staging buffers are released now, not
+		// after the whole checkpoint has been staged in host memory.
+		return b.w.sync()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("ascend: load %s: %w", hw.Name, err)
+	}
+	return w, nil
+}
+
+// load uploads hw (on the rank's thread).
+func (w *Weight) load(b *Backend, hw *backend.HostWeight) error {
+	{
 		switch {
 		case hw.K == 1 && !hw.Quantized():
 			v := make([]float32, hw.N)
 			for i := range v {
 				v[i] = hw.At(i, 0)
 			}
-			w.hostV = v
+			w.hostV, w.vec1 = v, true
 			return w.upload(b, unsafe.Pointer(&v[0]), 4*len(v), dtF32, true)
 		case !hw.Quantized() || b.matDT == dtF32:
 			rows := hw.N + 1
@@ -121,11 +138,7 @@ func (b *Backend) LoadWeight(hw *backend.HostWeight) (backend.Weight, error) {
 			}
 			return b.w.upload(buf.ptr, unsafe.Pointer(&s[0]), 2*len(s))
 		}
-	})
-	if err != nil {
-		return nil, fmt.Errorf("ascend: load %s: %w", hw.Name, err)
 	}
-	return w, nil
 }
 
 func (w *Weight) upload(b *Backend, p unsafe.Pointer, n, dt int, dense bool) error {
@@ -240,7 +253,7 @@ func (b *Backend) NewRopeTable(freqs []float32, maxPos int) (backend.RopeTable, 
 				return err
 			}
 		}
-		return nil
+		return b.w.sync()
 	})
 	if err != nil {
 		return nil, err
