@@ -475,6 +475,9 @@ func TestStress(t *testing.T) {
 			prompt = randPrompt(r, 1+r.IntN(120), vocab)
 		}
 		q := Request{Prompt: prompt, MaxTokens: 1 + r.IntN(80), Tenant: []string{"a", "b"}[r.IntN(2)]}
+		if r.IntN(20) == 0 {
+			q.MaxTokens = 0 // up to max_seq_len (or EOS)
+		}
 		if r.IntN(2) == 0 {
 			q.Sampling = sample.Params{Temperature: 0.8, TopP: 0.9, Seed: u64(uint64(i))}
 		}
@@ -514,7 +517,11 @@ func TestStress(t *testing.T) {
 		if j.req.Sampling.Seed != nil {
 			seed = *j.req.Sampling.Seed
 		}
-		want := refGenerate(f, j.req.Prompt, j.req.MaxTokens, j.req.Sampling, seed, isEOS)
+		maxTok := j.req.MaxTokens
+		if maxTok == 0 {
+			maxTok = f.maxLen
+		}
+		want := refGenerate(f, j.req.Prompt, maxTok, j.req.Sampling, seed, isEOS)
 		switch j.res.finish {
 		case FinishCancelled:
 			if j.after < 0 {
