@@ -23,9 +23,16 @@ Writes, next to this script:
            position of prompt + greedy continuation), greedy (I32 [16]), and for fp8 the
            torch-dequantized float32 weights of the edge-case tensors (fp8.float() * scale).
 
-Weights are random from a fixed seed but scaled like a trained model's (attention logits
-of a few units, router logits spread over several units) so that attention and routing
-are far from uniform; the script checks that every greedy step has a clear winner.
+Weights are random from a fixed seed but scaled like a trained model's: query/key/value
+projections give a mean largest attention probability of ~0.2-0.25 (uniform would be
+~0.05 over these lengths), router logits of unit spread make expert choice strongly
+token-dependent, and the residual-branch projections (o_proj, down_proj) are small next
+to the residual stream, as in trained models.  A seed is accepted only if every greedy
+step has a clear winner (top-1/top-2 gap > 1e-2), bf16-rounded weights stay within
+1.2e-2 of the float32 logits at every position, and per-channel int8/int4 rounding keeps
+every position's logits cosine above 0.9995/0.991 (a proxy of convert's formats): seeds
+whose routing sits on a knife edge would make those Go tests flaky by construction.
+The chosen seeds and the measured numbers are printed.
 """
 import json
 import math
@@ -39,6 +46,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 VOCAB = 512
 GAIN_Q = 1.0       # query/key/value projections: mean max attention probability ~0.25
 GAIN_ROUTER = 1.0  # router: sigmoid scores spread over ~(0.2, 0.8)
+RES_GAIN = 0.15    # o_proj and down_proj: residual-branch updates small next to the stream
 PROMPT = 24
 NEW = 16
 
@@ -93,12 +101,12 @@ def rand_weights(cfg, seed):
         lin(a + "kv_a_proj_with_mqa.weight", lc + r, d, gain=1.0)
         norm(a + "kv_a_layernorm.weight", lc)
         lin(a + "kv_b_proj.weight", heads * (cfg["qk_nope_head_dim"] + dv), lc, gain=GAIN_Q)
-        lin(a + "o_proj.weight", d, heads * dv, gain=0.8)
+        lin(a + "o_proj.weight", d, heads * dv, gain=RES_GAIN)
         m = p + "mlp."
         if L < cfg["first_k_dense_replace"]:
             lin(m + "gate_proj.weight", cfg["intermediate_size"], d)
             lin(m + "up_proj.weight", cfg["intermediate_size"], d)
-            lin(m + "down_proj.weight", d, cfg["intermediate_size"], gain=0.8)
+            lin(m + "down_proj.weight", d, cfg["intermediate_size"], gain=RES_GAIN)
         else:
             E, I = cfg["n_routed_experts"], cfg["moe_intermediate_size"]
             lin(m + "gate.weight", E, d, gain=GAIN_ROUTER)
@@ -108,11 +116,11 @@ def rand_weights(cfg, seed):
             for e in range(E):
                 lin(m + f"experts.{e}.gate_proj.weight", I, d)
                 lin(m + f"experts.{e}.up_proj.weight", I, d)
-                lin(m + f"experts.{e}.down_proj.weight", d, I, gain=0.8)
+                lin(m + f"experts.{e}.down_proj.weight", d, I, gain=RES_GAIN)
             S = I * cfg["n_shared_experts"]
             lin(m + "shared_experts.gate_proj.weight", S, d)
             lin(m + "shared_experts.up_proj.weight", S, d)
-            lin(m + "shared_experts.down_proj.weight", d, S, gain=0.8)
+            lin(m + "shared_experts.down_proj.weight", d, S, gain=RES_GAIN)
     norm("model.norm.weight", d)
     lin("lm_head.weight", cfg["vocab_size"], d, gain=4.0)
     return w
@@ -216,7 +224,7 @@ def dequant_fp8(q, scale):
     return q.float() * s
 
 
-FP8_SKIP = ("embed_tokens", "lm_head", "layernorm", "norm.weight", "mlp.gate.", )
+FP8_SKIP = ("embed_tokens", "lm_head", "layernorm", "norm.weight", "mlp.gate.")
 
 
 def write_ckpt(dirname, cfg, weights, fp8=False):
@@ -227,7 +235,21 @@ def write_ckpt(dirname, cfg, weights, fp8=False):
               metadata={"format": "pt"})
 
 
-SEEDS = {"v3": int(os.environ.get("SEED_V3", 1)), "v2": int(os.environ.get("SEED_V2", 1))}
+SEEDS = {"v3": int(os.environ.get("SEED_V3", 2)), "v2": int(os.environ.get("SEED_V2", 2))}
+
+
+def rtn_quant(weights, qmax):
+    """Per-output-channel symmetric round-to-nearest of the projections (a proxy of
+    convert's int8/int4 per-channel formats, used only to choose a robust seed)."""
+    out = {}
+    for k, v in weights.items():
+        if v.dim() == 2 and not any(s in k for s in FP8_SKIP):
+            v = v.to(torch.bfloat16).float()
+            s = (v.abs().amax(dim=1, keepdim=True).clamp(min=1e-12) / qmax)
+            out[k] = torch.round(v / s).clamp(-qmax - 1, qmax) * s
+        else:
+            out[k] = v
+    return out
 
 
 def main():
@@ -245,9 +267,14 @@ def main():
                 lb = hf_model(cfg, bf16_round(weights), v2)(torch.cat([ids, greedy])[None].long()).logits[0]
             bf = max(float((lb[i] - logits[i]).norm() / logits[i].norm()) for i in range(len(logits)))
             sharp = attn_sharpness(model, torch.cat([ids, greedy]).long())
+            with torch.no_grad():
+                seqt = torch.cat([ids, greedy])[None].long()
+                c8, c4 = (float(torch.nn.functional.cosine_similarity(
+                    hf_model(cfg, rtn_quant(weights, q), v2)(seqt).logits[0], logits, dim=-1).min()) for q in (127, 7))
             print(f"{name}: seed {seed}, min top-1/top-2 gap {gap:.4f}, bf16 worst rel err {bf:.4f}, "
-                  f"mean max attention prob {sharp:.3f}, greedy {greedy.tolist()}", flush=True)
-            if gap > 1e-2 and bf < 1.2e-2:
+                  f"mean max attention prob {sharp:.3f}, int8/int4 proxy min cosine {c8:.5f}/{c4:.4f}, "
+                  f"greedy {greedy.tolist()}", flush=True)
+            if gap > 1e-2 and bf < 1.2e-2 and c8 > 0.9995 and c4 > 0.991:
                 break
             seed += 1
         write_ckpt(name, cfg, weights)
