@@ -3,6 +3,7 @@
 package sdk
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"unsafe"
@@ -20,6 +21,7 @@ var (
 	errNoHandler  = errors.New("sdk: no handler registered for this kind (call sdk.HandleTemplate or sdk.HandleSampler from init)")
 	errBadBlock   = errors.New("sdk: the host passed a block dsgate_alloc did not hand out")
 	errNegativeID = errors.New("sdk: the sampler chose a negative id")
+	errShortStep  = errors.New("sdk: the step input's length does not match its header")
 )
 
 // init warms encoding/json up for TemplateInput during instantiation (_initialize), which the
@@ -130,7 +132,7 @@ func samplerNext(p, n uint32) int32 {
 		setError(errBadBlock)
 		return -2
 	}
-	if err := DecodeStep(in, &guest.step); err != nil {
+	if err := viewStep(in, &guest.step); err != nil {
 		setError(err)
 		return -2
 	}
@@ -146,4 +148,28 @@ func samplerNext(p, n uint32) int32 {
 		return -2
 	}
 	return id
+}
+
+// viewStep is DecodeStep without copying: on wasm (little-endian, and the block from alloc is
+// 8-byte aligned, so every field is 4-byte aligned) the recent ids and the (id, logit) pairs
+// already have the memory layout of []int32 and []Candidate, so s aliases b.
+func viewStep(b []byte, s *Step) error {
+	if len(b) < StepHeaderBytes {
+		return errShortStep
+	}
+	le := binary.LittleEndian
+	nRecent, nCands := int(le.Uint32(b[4:])), int(le.Uint32(b[8:]))
+	if nRecent < 0 || nCands < 0 || StepHeaderBytes+4*nRecent+CandidateBytes*nCands != len(b) {
+		return errShortStep
+	}
+	s.Step = int(le.Uint32(b[0:]))
+	s.Seed = le.Uint64(b[16:])
+	s.Recent, s.Cands = nil, nil
+	if nRecent > 0 {
+		s.Recent = unsafe.Slice((*int32)(unsafe.Pointer(&b[StepHeaderBytes])), nRecent)
+	}
+	if nCands > 0 {
+		s.Cands = unsafe.Slice((*Candidate)(unsafe.Pointer(&b[StepHeaderBytes+4*nRecent])), nCands)
+	}
+	return nil
 }

@@ -64,8 +64,8 @@ type Candidate struct {
 	Logit float32
 }
 
-// Step is one sampler step's input. Its slices are reused from step to step: copy what must
-// outlive the call.
+// Step is one sampler step's input. In a module its slices alias the host's input buffer, which
+// the next step overwrites: copy what must outlive the call.
 type Step struct {
 	Step   int         // generated tokens so far (0 for the first)
 	Seed   uint64      // the request's seed (also the seed of WASI random_get)
