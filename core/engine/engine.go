@@ -44,6 +44,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"time"
 
@@ -293,16 +294,23 @@ func (e *Engine) Submit(ctx context.Context, req Request) (<-chan Event, error) 
 	if err := e.validate(&req); err != nil {
 		return nil, err
 	}
+	prompt := req.Prompt
+	// The engine keeps its own copies: the caller may reuse its slices after Submit.
+	req.Prompt, req.StopIDs, req.StopStrings = nil, slices.Clone(req.StopIDs), slices.Clone(req.StopStrings)
+	if req.Sampling.Seed != nil {
+		seed := *req.Sampling.Seed
+		req.Sampling.Seed = &seed
+	}
 	s := &seq{
 		req:       req,
 		ctx:       ctx,
 		box:       newOutbox(),
-		tokens:    append(make([]int32, 0, len(req.Prompt)+16), req.Prompt...),
-		promptLen: len(req.Prompt),
+		tokens:    append(make([]int32, 0, len(prompt)+16), prompt...),
+		promptLen: len(prompt),
 		limit:     e.maxLen,
 	}
 	if req.MaxTokens > 0 {
-		s.limit = min(s.limit, len(req.Prompt)+req.MaxTokens)
+		s.limit = min(s.limit, len(prompt)+req.MaxTokens)
 	}
 	for _, id := range req.StopIDs {
 		if s.stopIDs == nil {

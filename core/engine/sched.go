@@ -144,7 +144,7 @@ func (e *Engine) admit() {
 			if s.req.Sampling.Seed != nil {
 				seed = *s.req.Sampling.Seed
 			}
-			s.sampler = sample.NewSampler(s.req.Sampling, seed, s.req.Prompt)
+			s.sampler = sample.NewSampler(s.req.Sampling, seed, s.tokens[:s.promptLen])
 			e.statsMu.Lock()
 			e.stats.PromptTokens += int64(s.promptLen)
 			e.stats.PrefixHitTokens += int64(matched)
