@@ -105,9 +105,17 @@ func (p *serveProc) wait(t *testing.T, within time.Duration) int {
 // token-id prompts so that every id is inside its vocabulary.
 const testCkpt = "../core/model/testdata/v3"
 
-func TestServeShutdown(t *testing.T) {
+// TestServeBinary runs the real `gateway serve` process (built once): graceful shutdown
+// during streams, and the whole chain on a demo checkpoint driven by the official openai
+// npm client.
+func TestServeBinary(t *testing.T) {
 	bin := buildGateway(t)
 	tokDir := tokenizerDir(t)
+	t.Run("shutdown", func(t *testing.T) { testServeShutdown(t, bin, tokDir) })
+	t.Run("demo", func(t *testing.T) { testServeDemo(t, bin, tokDir) })
+}
+
+func testServeShutdown(t *testing.T, bin, tokDir string) {
 	cases := []struct {
 		name        string
 		drain       string
@@ -179,4 +187,88 @@ func tokenizerDir(t *testing.T) string {
 		t.Fatalf("the DeepSeek-V3 tokenizer is required (scripts/fetch-tokenizer.sh): %v", err)
 	}
 	return dir
+}
+
+// testServeDemo writes a demo checkpoint with `gateway init-demo`, serves it with keys and
+// runs tests/node/openai_client.mjs against it, then a two-turn session whose second turn
+// reuses the first turn's KV blocks, then SIGTERM.
+func testServeDemo(t *testing.T, bin, tokDir string) {
+	ckpt := filepath.Join(t.TempDir(), "demo")
+	if out, err := exec.Command(bin, "init-demo", ckpt, "--tokenizer", tokDir, "--max-seq-len", "1024", "--max-batch-size", "4").CombinedOutput(); err != nil {
+		t.Fatalf("init-demo: %v\n%s", err, out)
+	}
+	p := startServe(t, bin, []string{"GATEWAY_API_KEYS=sk-node,sk-other", "GATEWAY_ADMIN_KEY=sk-admin"},
+		"--ckpt-path", ckpt, "--model-name", "deepseek_v3", "--max-seq-len", "1024", "--max-batch-size", "4")
+	if r, err := http.Get(p.url + "/readyz"); err != nil || r.StatusCode != 200 {
+		t.Fatalf("readyz: %v %v", r, err)
+	}
+	if r, err := http.Get(p.url + "/"); err != nil || r.StatusCode != 200 || !strings.HasPrefix(r.Header.Get("Content-Type"), "text/html") {
+		t.Fatalf("chat page: %v %v", r, err)
+	}
+	out := runNode(t, p.url, "sk-node", "deepseek_v3")
+	t.Logf("openai client: %s", out)
+
+	// sessions: the second turn's prompt starts with the first turn's ids, so the engine's
+	// prefix cache serves them
+	call := func(method, path, body string) map[string]any {
+		t.Helper()
+		req, _ := http.NewRequest(method, p.url+path, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer sk-node")
+		req.Header.Set("Content-Type", "application/json")
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		var m map[string]any
+		b, _ := io.ReadAll(res.Body)
+		if res.StatusCode >= 300 || json.Unmarshal(b, &m) != nil {
+			t.Fatalf("%s %s: %d %s", method, path, res.StatusCode, b)
+		}
+		return m
+	}
+	id := call("POST", "/v1/sessions", `{"system":"You are terse."}`)["id"].(string)
+	turn := `{"session_id":"` + id + `","messages":[{"role":"user","content":"%s"}],"max_tokens":8,"seed":3}`
+	first := call("POST", "/v1/chat/completions", fmt.Sprintf(turn, "Name three colors."))
+	second := call("POST", "/v1/chat/completions", fmt.Sprintf(turn, "And three more?"))
+	u1, u2 := first["usage"].(map[string]any), second["usage"].(map[string]any)
+	cached := u2["prompt_tokens_details"].(map[string]any)["cached_tokens"].(float64)
+	t.Logf("turn 1 prompt %v tokens; turn 2 prompt %v tokens, %v from the prefix cache", u1["prompt_tokens"], u2["prompt_tokens"], cached)
+	// turn 1's prompt and reply open turn 2's prompt; every whole KV block of them (16
+	// tokens, model.Options default) must come from the cache
+	turn1 := int(u1["prompt_tokens"].(float64) + u1["completion_tokens"].(float64))
+	if want := 16 * (turn1 / 16); cached == 0 || int(cached) < want {
+		t.Fatalf("turn 2 reused %v cached tokens; turn 1 held %d tokens (%d in whole blocks)", cached, turn1, want)
+	}
+	if msgs := call("GET", "/v1/sessions/"+id, "")["messages"].([]any); len(msgs) != 4 {
+		t.Fatalf("history: %v", msgs)
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if code := p.wait(t, 60*time.Second); code != 0 {
+		t.Fatalf("exit status %d\n%s", code, p.log())
+	}
+}
+
+// runNode runs tests/node/openai_client.mjs (the official openai npm client) against url.
+// node and tests/node/node_modules are required (make test installs them).
+func runNode(t *testing.T, url, key, model string) string {
+	t.Helper()
+	dir := filepath.Join("..", "tests", "node")
+	if _, err := os.Stat(filepath.Join(dir, "node_modules", "openai", "package.json")); err != nil {
+		t.Fatalf("tests/node/node_modules/openai is missing (make deps runs npm ci there): %v", err)
+	}
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Fatalf("node is required: %v", err)
+	}
+	cmd := exec.Command(node, "openai_client.mjs")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "DSGATE_URL="+url, "DSGATE_KEY="+key, "DSGATE_MODEL="+model)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("openai client: %v\n%s", err, out)
+	}
+	return strings.TrimSpace(string(out))
 }
