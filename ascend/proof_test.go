@@ -14,6 +14,7 @@ import (
 	"unsafe"
 
 	"github.com/dsgate/dsgate/core/backend"
+	"go.uber.org/goleak"
 )
 
 // The emulator exists to catch the bugs below; each test shows that the bug makes a
@@ -333,4 +334,22 @@ func TestDoReturnsPanicsAndErrors(t *testing.T) {
 		t.Fatalf("after Close got %v", err)
 	}
 	_ = math.Pi
+}
+
+func TestCloseLeavesNoGoroutines(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	bs, err := NewGroup(2, Options{CANNHome: emuHome})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range bs {
+		x := tensor(t, b, 2, 2, []float32{1, 2, 3, 4})
+		_ = read(t, b, x)
+		if err := b.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Close(); err != nil {
+			t.Fatalf("second Close: %v", err)
+		}
+	}
 }
