@@ -4,6 +4,9 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"runtime"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -94,4 +97,38 @@ func BenchmarkDecodeTiny(b *testing.B) {
 	b.ReportMetric(float64(b.N)/sec, "tok/s")
 	b.ReportMetric(bytes*float64(b.N)/sec/1e9, "GB/s")
 	b.ReportMetric(bytes/1e6, "MB/token")
+	b.ReportMetric(readBandwidth(int(bytes)), "read-GB/s")
+}
+
+// readBandwidth measures a plain multi-goroutine sequential read of n bytes (best of 3),
+// the ceiling to compare the decode GB/s with (PERF-NOTES.md: measure both in one run).
+func readBandwidth(n int) float64 {
+	buf := make([]float32, n/4)
+	for i := range buf {
+		buf[i] = float32(i & 7)
+	}
+	threads := runtime.GOMAXPROCS(0)
+	best := 0.0
+	var sink atomic.Uint64
+	for rep := 0; rep < 3; rep++ {
+		start := time.Now()
+		var wg sync.WaitGroup
+		for t := 0; t < threads; t++ {
+			wg.Add(1)
+			go func(part []float32) {
+				defer wg.Done()
+				var a0, a1, a2, a3 float32
+				for i := 0; i+4 <= len(part); i += 4 {
+					a0 += part[i]
+					a1 += part[i+1]
+					a2 += part[i+2]
+					a3 += part[i+3]
+				}
+				sink.Add(uint64(a0 + a1 + a2 + a3))
+			}(buf[t*len(buf)/threads : (t+1)*len(buf)/threads])
+		}
+		wg.Wait()
+		best = max(best, float64(n)/time.Since(start).Seconds()/1e9)
+	}
+	return best
 }

@@ -371,6 +371,9 @@ func dequantFP8(name string, data []byte, n, k int, scale []float32) *backend.Ho
 
 // shard slices a full F32/BF16 tensor for rank r (HF checkpoints).
 func shard(full *backend.HostWeight, s tensorSpec, r, w int) (*backend.HostWeight, error) {
+	if w == 1 {
+		return full, nil
+	}
 	switch s.split {
 	case splitRows:
 		n := s.n / w
