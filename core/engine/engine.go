@@ -9,7 +9,8 @@
 // mutex-protected waiting queue and a wake-up channel. Each step it:
 //
 //  1. ends the requests whose context is done (finish "cancelled"), freeing their
-//     slot and blocks;
+//     slot and blocks (a forward pass whose every sequence is cancelled is abandoned
+//     through its context, so even a long prefill does not delay this);
 //  2. admits waiting requests in arrival order (FCFS; a request that does not fit
 //     blocks the ones behind it, so none starves) while fewer than MaxBatchSize run
 //     and the KV pool has blocks for the whole prompt beyond its cached prefix, plus

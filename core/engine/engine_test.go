@@ -630,3 +630,26 @@ func TestFCFSNoOvertaking(t *testing.T) {
 		}
 	}
 }
+
+// Cancelling every request of a step abandons the step itself: a long forward pass
+// nobody waits for any more does not hold the engine.
+func TestCancelAbandonsStep(t *testing.T) {
+	f := newFake(64, 8, 64, 512)
+	f.gate = make(chan struct{}) // never opened: the forward pass would block forever
+	e := newEngine(t, f, Options{})
+	ctx, cancel := context.WithCancel(context.Background())
+	ch, err := e.Submit(ctx, Request{Prompt: []int32{1, 2, 3}, MaxTokens: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for f.inForward.Load() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	cancel()
+	if r := collect(ch); r.finish != FinishCancelled || r.err != nil {
+		t.Fatalf("finish %q err %v", r.finish, r.err)
+	}
+	if st := waitIdle(t, e); st.KVBlocksUsed != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+}

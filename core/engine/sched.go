@@ -232,17 +232,42 @@ func (e *Engine) step() {
 			prefill += s.chunk
 		}
 	}
+	// The step's context ends when the engine closes or when every sequence of the
+	// batch is cancelled: a long prefill nobody waits for any more is abandoned.
+	stepCtx, cancelStep := context.WithCancel(e.ctx)
+	defer cancelStep()
+	var live atomic.Int32
+	live.Store(int32(len(batch)))
+	stops := make([]func() bool, len(batch))
+	for i, s := range batch {
+		stops[i] = context.AfterFunc(s.ctx, func() {
+			if live.Add(-1) == 0 {
+				cancelStep()
+			}
+		})
+	}
 	start := time.Now()
-	logits, err := e.forward(seqs)
+	logits, err := e.forward(stepCtx, seqs)
+	for _, stop := range stops {
+		stop()
+	}
+	failed := FinishError
 	switch {
 	case err != nil && e.ctx.Err() != nil:
 		err = ErrClosed
+	case err != nil && stepCtx.Err() != nil:
+		failed, err = FinishCancelled, nil
 	case err == nil && len(logits) != len(seqs):
 		err = fmt.Errorf("model returned %d logit rows for %d sequences", len(logits), len(seqs))
 	}
 	var ready []*seq // sequences whose logits are to be sampled
 	var rows [][]float32
 	for i, s := range batch {
+		if failed == FinishCancelled {
+			e.removeRunning(s)
+			e.finish(s, FinishCancelled, nil)
+			continue
+		}
 		if err != nil {
 			e.removeRunning(s)
 			e.finish(s, FinishError, fmt.Errorf("engine: forward step: %w", err))
@@ -301,13 +326,13 @@ func (e *Engine) step() {
 
 // forward calls the model, turning a panic into an error: a broken model must not
 // take every user down with it.
-func (e *Engine) forward(seqs []Seq) (out [][]float32, err error) {
+func (e *Engine) forward(ctx context.Context, seqs []Seq) (out [][]float32, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("model panicked: %v", r)
 		}
 	}()
-	return e.m.Forward(e.ctx, seqs)
+	return e.m.Forward(ctx, seqs)
 }
 
 func (e *Engine) removeRunning(s *seq) {
