@@ -344,3 +344,30 @@ func TestRopeFreqsMatchSpec(t *testing.T) {
 		t.Errorf("scale %v", s)
 	}
 }
+
+// FuzzForwardInputs: arbitrary sequences never panic; invalid ones are errors.
+func FuzzForwardInputs(f *testing.F) {
+	f.Add([]byte{1, 2, 3}, 0, uint8(1), int32(0))
+	f.Add([]byte{255, 0}, 14, uint8(2), int32(3))
+	f.Add([]byte{}, -3, uint8(0), int32(-1))
+	m := loadModel(f, "v3", Options{NumBlocks: 4, BlockSize: 4})
+	f.Fuzz(func(t *testing.T, toks []byte, pos int, nblocks uint8, block int32) {
+		s := Seq{Pos: pos, AllLogits: len(toks)%2 == 0}
+		for _, b := range toks {
+			s.Tokens = append(s.Tokens, int32(b)*3-20)
+		}
+		for i := 0; i < int(nblocks%6); i++ {
+			s.Blocks = append(s.Blocks, block+int32(i))
+		}
+		res, err := m.Forward(context.Background(), []Seq{s})
+		if err == nil {
+			want := m.VocabSize()
+			if s.AllLogits {
+				want *= len(s.Tokens)
+			}
+			if len(res) != 1 || len(res[0]) != want {
+				t.Fatalf("got %d results", len(res))
+			}
+		}
+	})
+}
