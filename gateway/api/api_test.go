@@ -290,6 +290,9 @@ func TestChatNonStreaming(t *testing.T) {
 	if fmt.Sprint(req.Prompt) != fmt.Sprint(wantPrompt) || req.MaxTokens != 5 || req.Tenant != Tenant(keyA) {
 		t.Fatalf("engine request: %+v", req)
 	}
+	if st := r.header.Get("Server-Timing"); !strings.Contains(st, "engine;dur=") || !strings.Contains(st, "gateway;dur=") {
+		t.Fatalf("Server-Timing %q", st)
+	}
 	if cc.Usage.PromptTokens != len(wantPrompt) || cc.Usage.CompletionTokens != 5 || cc.Usage.TotalTokens != len(wantPrompt)+5 {
 		t.Fatalf("usage %+v", cc.Usage)
 	}
@@ -733,6 +736,7 @@ func TestMetrics(t *testing.T) {
 		`dsgate_engine_kv_blocks_used 3`,
 		`dsgate_engine_generated_tokens_total 7`,
 		`dsgate_tokens_total{kind="completion"} 10`,
+		`dsgate_gateway_overhead_seconds_count{route="/v1/chat/completions"} 2`,
 	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("metrics lack %q", want)

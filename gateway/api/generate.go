@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
@@ -31,6 +32,24 @@ type genSpec struct {
 	start        time.Time
 	req          GenRequest
 	session      *sessionTurn // nil without session_id
+	submitted    time.Time    // when the engine got the request
+	finished     time.Time    // when its final event arrived
+}
+
+// engineTime is the engine's share of the request: from Submit to the final event.
+func (spec *genSpec) engineTime() time.Duration {
+	if spec.finished.IsZero() {
+		return 0
+	}
+	return spec.finished.Sub(spec.submitted)
+}
+
+// observeOverhead records the time the gateway added on top of the engine (HTTP, JSON,
+// template, tokenization, SSE, session bookkeeping) for a request that completed.
+func (s *Server) observeOverhead(spec *genSpec) {
+	if !spec.finished.IsZero() {
+		s.metrics.overhead.WithLabelValues(spec.route).Observe((time.Since(spec.start) - spec.engineTime()).Seconds())
+	}
 }
 
 // result is a finished generation.
@@ -80,6 +99,7 @@ func (s *Server) generate(c echo.Context, spec *genSpec) error {
 	defer stopAfter()
 	defer cancel()
 
+	spec.submitted = time.Now()
 	ch, err := s.cfg.Engine.Submit(ctx, spec.req)
 	if err != nil {
 		if spec.req.Policy != nil {
@@ -95,8 +115,13 @@ func (s *Server) generate(c echo.Context, spec *genSpec) error {
 		}()
 	}()
 	if spec.stream {
-		return s.streamOut(c, ctx, spec, ch)
+		err := s.streamOut(c, ctx, spec, ch)
+		if err == nil {
+			s.observeOverhead(spec)
+		}
+		return err
 	}
+	defer s.observeOverhead(spec)
 	res, err := s.collect(c, ctx, spec, ch)
 	if err != nil {
 		return err
@@ -107,6 +132,9 @@ func (s *Server) generate(c echo.Context, spec *genSpec) error {
 		}
 	}
 	s.setSessionHeaders(c, spec)
+	eng := spec.engineTime()
+	c.Response().Header().Set("Server-Timing", fmt.Sprintf("engine;dur=%.3f, gateway;dur=%.3f",
+		float64(eng.Microseconds())/1000, float64((time.Since(spec.start)-eng).Microseconds())/1000))
 	switch spec.kind {
 	case kindCompletion:
 		fr := res.finish
@@ -142,6 +170,7 @@ func (s *Server) finishError(reqCtx context.Context, ev GenEvent) error {
 
 // observeTokens records TTFT/TPOT and token counters of a finished request.
 func (s *Server) observeTokens(spec *genSpec, first, last time.Time, res *result) {
+	spec.finished = time.Now()
 	if !first.IsZero() {
 		s.metrics.ttft.WithLabelValues(spec.route).Observe(first.Sub(spec.start).Seconds())
 		if n := res.usage.CompletionTokens; n > 1 {

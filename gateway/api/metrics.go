@@ -19,6 +19,7 @@ type metrics struct {
 	ttft     *prometheus.HistogramVec
 	tpot     *prometheus.HistogramVec
 	tokens   *prometheus.CounterVec
+	overhead *prometheus.HistogramVec
 }
 
 func newMetrics(eng Engine) *metrics {
@@ -41,7 +42,11 @@ func newMetrics(eng Engine) *metrics {
 	m.tokens = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "dsgate_tokens_total", Help: "Tokens of finished requests by kind (prompt, cached_prompt, completion).",
 	}, []string{"kind"})
-	m.reg.MustRegister(m.requests, m.latency, m.ttft, m.tpot, m.tokens,
+	m.overhead = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "dsgate_gateway_overhead_seconds", Help: "Time a completed generation request spent in the gateway rather than the engine (HTTP, JSON, template, tokenization, SSE, sessions): whole request time minus the engine's time from Submit to the final event.",
+		Buckets: prometheus.ExponentialBuckets(0.00005, 2, 16),
+	}, []string{"route"})
+	m.reg.MustRegister(m.requests, m.latency, m.ttft, m.tpot, m.tokens, m.overhead,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		&engineCollector{eng: eng})
 	return m

@@ -28,6 +28,62 @@ func runSessionSuite(t *testing.T, f storeFactory) {
 	t.Run("Busy", func(t *testing.T) { testSessionBusy(t, f) })
 	t.Run("Trim", func(t *testing.T) { testSessionTrim(t, f) })
 	t.Run("FailedTurnAppendsNothing", func(t *testing.T) { testSessionFailedTurn(t, f) })
+	t.Run("Hammer", func(t *testing.T) { testSessionHammer(t, f) })
+}
+
+// testSessionHammer runs many parallel turns against a few sessions: each turn either
+// completes or gets 409 session_busy, and every history ends up a clean alternation of
+// exactly the completed turns.
+func testSessionHammer(t *testing.T, f storeFactory) {
+	h := newHarness(t, withStore(f, t))
+	h.eng.set(func(f *fakeEngine) { f.delay = time.Millisecond })
+	ids := []string{createSession(t, h, keyA, map[string]any{}), createSession(t, h, keyA, map[string]any{}), createSession(t, h, keyA, map[string]any{})}
+	var mu sync.Mutex
+	done := map[string]map[string]bool{}
+	var wg sync.WaitGroup
+	for w := 0; w < 9; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 4; i++ {
+				id := ids[(w+i)%len(ids)]
+				text := fmt.Sprintf("w%d-i%d", w, i)
+				r := h.do("POST", "/v1/chat/completions", keyA, chatBody(map[string]any{"session_id": id, "max_tokens": 2,
+					"messages": []any{map[string]any{"role": "user", "content": text}}}))
+				switch {
+				case r.status == 200:
+					mu.Lock()
+					if done[id] == nil {
+						done[id] = map[string]bool{}
+					}
+					done[id][text] = true
+					mu.Unlock()
+				case r.status == 409 && r.errCode(t) == CodeSessionBusy:
+				default:
+					t.Errorf("turn %s: %d %s", text, r.status, r.body)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	total := 0
+	for _, id := range ids {
+		g := h.do("GET", "/v1/sessions/"+id, keyA, nil).json(t)
+		msgs := g["messages"].([]any)
+		if len(msgs) != 2*len(done[id]) {
+			t.Fatalf("session %s: %d messages for %d completed turns", id, len(msgs), len(done[id]))
+		}
+		for i := 0; i < len(msgs); i += 2 {
+			u, a := msgs[i].(map[string]any), msgs[i+1].(map[string]any)
+			if u["role"] != "user" || a["role"] != "assistant" || !done[id][u["content"].(string)] {
+				t.Fatalf("session %s message %d: %v %v", id, i, u, a)
+			}
+		}
+		total += len(done[id])
+	}
+	if total == 0 {
+		t.Fatal("no turn completed")
+	}
 }
 
 func createSession(t *testing.T, h *harness, key string, body any) string {
