@@ -100,3 +100,49 @@ func TestConvertedCheckpoints(t *testing.T) {
 		})
 	}
 }
+
+// TestQuantizedBatchIndependence: with bf16, int8 and int4 weights too, a sequence's
+// logits are bit-identical alone and batched with prefill chunks and decodes of others.
+func TestQuantizedBatchIndependence(t *testing.T) {
+	g := loadGolden(t, "v3")
+	seq := fullSeq(g)
+	bf := writeBF16Copy(t, ckptDir("v3"))
+	for _, dir := range []string{bf, convertTo(t, bf, convert.ModeBF16Int8, 1, 0), convertTo(t, bf, convert.ModeBF16Int4, 1, 32)} {
+		cfg, err := configs.FromCheckpoint(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := Load(context.Background(), dir, cfg, Options{NumBlocks: 40, BlockSize: 4})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx := context.Background()
+		bA, bB := blocksFor(40, 4, 0), blocksFor(40, 4, 10)
+		alone, err := m.Forward(ctx, []Seq{{Tokens: seq[:21], Blocks: bA, AllLogits: true}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := m.Forward(ctx, []Seq{{Tokens: seq[3:20], Blocks: bB}}); err != nil {
+			t.Fatal(err)
+		}
+		for _, batch := range [][]Seq{
+			{{Tokens: seq[20:21], Pos: 17, Blocks: bB}, {Tokens: seq[:21], Blocks: bA, AllLogits: true}},
+			{{Tokens: seq[:21], Blocks: bA, AllLogits: true}, {Tokens: seq[1:9], Pos: 0, Blocks: blocksFor(40, 4, 20)}, {Tokens: seq[5:6], Pos: 3, Blocks: blocksFor(40, 4, 30)}},
+		} {
+			res, err := m.Forward(ctx, batch)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := res[0]
+			if len(batch[0].Tokens) == 1 {
+				got = res[1]
+			}
+			for i := range alone[0] {
+				if alone[0][i] != got[i] {
+					t.Fatalf("%s: logit %d alone %v, batched %v", filepath.Base(dir), i, alone[0][i], got[i])
+				}
+			}
+		}
+		m.Close()
+	}
+}
