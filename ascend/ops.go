@@ -68,7 +68,7 @@ func (b *Backend) Embedding(out backend.Tensor, table backend.Weight, ids []int3
 	if err != nil {
 		return err
 	}
-	if !w.dense || w.vec1 {
+	if !w.dense {
 		return fmt.Errorf("embedding: table %s must be a dense F32/BF16 matrix", w.name)
 	}
 	if err := backend.CheckShape("embedding", "out", out, len(ids), w.k); err != nil {
@@ -139,9 +139,6 @@ func (b *Backend) RMSNorm(out, x backend.Tensor, w backend.Weight, eps float32) 
 }
 
 func checkLinear(op string, out, x backend.Tensor, w *Weight) error {
-	if w.vec1 {
-		return fmt.Errorf("%s: weight %s is a 1-D parameter", op, w.name)
-	}
 	if x.Cols() != w.k {
 		return fmt.Errorf("%s: x is %d×%d but weight %s is %d×%d", op, x.Rows(), x.Cols(), w.name, w.n, w.k)
 	}
@@ -310,7 +307,7 @@ func (b *Backend) HeadLinear(out, x backend.Tensor, w backend.Weight, heads int)
 	if err != nil {
 		return err
 	}
-	if wt.vec1 || heads <= 0 || wt.n%heads != 0 {
+	if heads <= 0 || wt.n%heads != 0 {
 		return fmt.Errorf("head linear: weight %s has %d rows, not divisible into %d heads", wt.name, wt.n, heads)
 	}
 	if x.Cols() != heads*wt.k {

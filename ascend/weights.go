@@ -31,7 +31,7 @@ type Weight struct {
 	data  *devBuf
 	dataT int // aclDataType of data
 	dense bool
-	vec1  bool // a 1-D parameter (K == 1): norm weight or router bias, float32 (N,)
+	vec1  bool // K == 1 (norm weight, router bias): float32 (N+1) × 1, host copy in hostV
 	scale *devBuf
 	group int
 	hostV []float32 // vectors only: host copy (router bias for the host gate fallback)
@@ -86,11 +86,13 @@ func (w *Weight) load(b *Backend, hw *backend.HostWeight) error {
 	{
 		switch {
 		case hw.K == 1 && !hw.Quantized():
-			v := make([]float32, hw.N)
-			for i := range v {
+			// 1-D parameter (norm weight, router bias), also usable as an N × 1 matrix:
+			// float32 (N+1) with the zero row last.
+			v := make([]float32, hw.N+1)
+			for i := 0; i < hw.N; i++ {
 				v[i] = hw.At(i, 0)
 			}
-			w.hostV, w.vec1 = v, true
+			w.hostV, w.vec1 = v[:hw.N], true
 			return w.upload(b, unsafe.Pointer(&v[0]), 4*len(v), dtF32, true)
 		case !hw.Quantized() || b.matDT == dtF32:
 			rows := hw.N + 1
