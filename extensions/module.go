@@ -129,19 +129,19 @@ func sortedKeys(m map[string]bool) []string {
 }
 
 // take returns a fresh instance: a pooled one if ready, else a new one. Instances are never
-// reused, so no state can pass from one request (or tenant) to the next.
+// reused, so no state can pass from one request (or tenant) to the next. The caller asks for a
+// refill (h.requestRefill) once its latency-critical work is done, so that the background
+// instantiation does not compete with it for the CPU.
 func (m *module) take(ctx context.Context) (*instance, error) {
 	if m.closed.Load() {
 		return nil, fmt.Errorf("%w: %q was deleted", ErrNotFound, m.info.Name)
 	}
 	select {
 	case inst := <-m.ready:
-		m.h.requestRefill(m)
 		return inst, nil
 	default:
 	}
 	inst, err := m.instantiate(ctx)
-	m.h.requestRefill(m)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %q: %v", ErrFailed, m.info.Name, err)
 	}

@@ -26,6 +26,7 @@ func (h *Host) NewSampler(ctx context.Context, name string, args json.RawMessage
 	if err != nil {
 		return nil, err
 	}
+	defer h.requestRefill(m)
 	inst.rand.Seed(seed)
 	p := &policy{h: h, name: name, inst: inst, seed: seed, stack: make([]uint64, 3),
 		capCands: h.opt.TopN, capRecent: h.opt.MaxRecent}

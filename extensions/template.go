@@ -65,7 +65,10 @@ func (h *Host) RenderTemplate(ctx context.Context, name string, in TemplateInput
 	if err != nil {
 		return "", err
 	}
-	defer inst.close(h.baseCtx)
+	defer func() {
+		inst.close(h.baseCtx)
+		h.requestRefill(m)
+	}()
 	fail := func(format string, args ...any) error {
 		return fmt.Errorf("%w: template %q: %s", ErrFailed, name, fmt.Sprintf(format, args...))
 	}

@@ -15,7 +15,8 @@ var guest = struct {
 	out     []byte            // the last rendered prompt
 	errMsg  []byte            // the last error message (dsgate_error)
 	step    Step
-}{buffers: map[uint32][]byte{}}
+	spare   []byte // preallocated first block for dsgate_alloc
+}{buffers: map[uint32][]byte{}, spare: make([]byte, 64<<10)}
 
 var (
 	errNoHandler  = errors.New("sdk: no handler registered for this kind (call sdk.HandleTemplate or sdk.HandleSampler from init)")
@@ -24,16 +25,16 @@ var (
 	errShortStep  = errors.New("sdk: the step input's length does not match its header")
 )
 
-// init warms encoding/json up for TemplateInput during instantiation (_initialize), which the
-// host does ahead of requests: the first decode in a fresh Go instance otherwise costs
-// milliseconds (reflection caches, heap growth) on the request path. The warm-up input is a
-// constant, so no request's data is involved.
+// init warms the decoders up during instantiation (_initialize), which the host does ahead of
+// requests: the first decode in a fresh Go instance otherwise costs milliseconds (heap growth,
+// encoding/json's reflection caches for sampler_args) on the request path. The warm-up input
+// is a constant, so no request's data is involved.
 func init() {
 	const sample = `{"abi_version":1,"messages":[{"role":"system","content":"s"},{"role":"user","content":"u"},` +
 		`{"role":"assistant","content":"","tool_calls":[{"id":"i","type":"function","function":{"name":"n","arguments":"{}"}}]},` +
 		`{"role":"tool","content":"t","tool_call_id":"i","name":"n"}],"bos_token":"b","eos_token":"e","add_generation_prompt":true}`
 	var ti TemplateInput
-	_ = json.Unmarshal([]byte(sample), &ti)
+	_ = DecodeTemplateInput([]byte(sample), &ti)
 	var args map[string]any
 	_ = json.Unmarshal([]byte(`{"a":[1,2.5,"x",true,null,{"b":[]}]}`), &args)
 }
@@ -44,14 +45,20 @@ func setError(err error) { guest.errMsg = append(guest.errMsg[:0], err.Error()..
 //go:wasmexport dsgate_abi_version
 func abiVersion() int32 { return ABIVersion }
 
-// alloc hands the host a block of n bytes that stays alive for the instance's life.
+// alloc hands the host a block of n bytes that stays alive for the instance's life. The first
+// block that fits comes from a buffer allocated during _initialize (off the request path).
 //
 //go:wasmexport dsgate_alloc
 func alloc(n int32) uint32 {
 	if n < 0 {
 		return 0
 	}
-	b := make([]byte, max(n, 1))
+	var b []byte
+	if guest.spare != nil && int(n) <= len(guest.spare) {
+		b, guest.spare = guest.spare, nil
+	} else {
+		b = make([]byte, max(n, 1))
+	}
 	p := uint32(uintptr(unsafe.Pointer(&b[0])))
 	guest.buffers[p] = b
 	return p
@@ -88,7 +95,7 @@ func templateRender(p, n uint32) int64 {
 		return -1
 	}
 	var ti TemplateInput
-	if err := json.Unmarshal(in, &ti); err != nil {
+	if err := DecodeTemplateInput(in, &ti); err != nil {
 		setError(err)
 		return -1
 	}
