@@ -38,6 +38,9 @@
 // Each request has its own sampler and random generator (seeded from
 // Request.Sampling.Seed, or from the engine's generator when unset), and Model.Forward
 // is row-independent, so a request's tokens do not depend on what else shares a step.
+// Where a prompt is split into chunks differs (token budget, prefix-cache hits,
+// recompute after preemption), a real backend's logits may differ in the last bits
+// (core/model bounds it at 1e-6 relative), which can only flip an exact near-tie.
 package engine
 
 import (
