@@ -22,24 +22,24 @@ import (
 	"github.com/spf13/pflag"
 )
 
-// samplingFlags are the per-request sampling flags of batch and chat.
+// samplingFlags are the per-request sampling flags of batch and chat. The temperature
+// is the config field of the same name (--temperature, GATEWAY_TEMPERATURE, or the
+// config file's "temperature"), as in the original project.
 type samplingFlags struct {
-	maxTokens   *int
-	temperature *float64
-	topP        *float64
-	topK        *int
-	minP        *float64
-	seed        *int64
+	maxTokens *int
+	topP      *float64
+	topK      *int
+	minP      *float64
+	seed      *int64
 }
 
 func addSamplingFlags(fs *pflag.FlagSet) *samplingFlags {
 	return &samplingFlags{
-		maxTokens:   fs.Int("max-tokens", 0, "tokens to generate per answer (default: the config's max_new_tokens)"),
-		temperature: fs.Float64("temperature", -1, "sampling temperature, 0 = greedy (default: the config's temperature)"),
-		topP:        fs.Float64("top-p", 1, "nucleus sampling mass"),
-		topK:        fs.Int("top-k", 0, "keep only the k most likely tokens (0 = off)"),
-		minP:        fs.Float64("min-p", 0, "drop tokens below min-p times the top probability"),
-		seed:        fs.Int64("seed", -1, "sampling seed (-1 = random)"),
+		maxTokens: fs.Int("max-tokens", 0, "tokens to generate per answer (default: the config's max_new_tokens)"),
+		topP:      fs.Float64("top-p", 1, "nucleus sampling mass"),
+		topK:      fs.Int("top-k", 0, "keep only the k most likely tokens (0 = off)"),
+		minP:      fs.Float64("min-p", 0, "drop tokens below min-p times the top probability"),
+		seed:      fs.Int64("seed", -1, "sampling seed (-1 = random)"),
 	}
 }
 
@@ -49,11 +49,7 @@ func (sf *samplingFlags) request(s *stack) (engine.Request, error) {
 	if req.MaxTokens <= 0 {
 		req.MaxTokens = s.cfg.MaxNewTokens
 	}
-	temp := *sf.temperature
-	if temp < 0 {
-		temp = s.cfg.Temperature
-	}
-	req.Sampling = sample.Params{Temperature: float32(temp), TopP: float32(*sf.topP), TopK: *sf.topK, MinP: float32(*sf.minP)}
+	req.Sampling = sample.Params{Temperature: float32(s.cfg.Temperature), TopP: float32(*sf.topP), TopK: *sf.topK, MinP: float32(*sf.minP)}
 	if *sf.seed >= 0 {
 		seed := uint64(*sf.seed)
 		req.Sampling.Seed = &seed

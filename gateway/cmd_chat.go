@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/dsgate/dsgate/configs"
 	"github.com/dsgate/dsgate/core/engine"
 	"github.com/dsgate/dsgate/core/tokenizer"
 )
@@ -24,6 +25,8 @@ type chatBackend interface {
 	turn(ctx context.Context, user string, out io.Writer) error
 	reset() error
 	setSystem(text string) error
+	// history lists the finished turns' messages as "role: content" lines.
+	history(ctx context.Context) ([]string, error)
 }
 
 func runChat(env *cmdEnv, args []string) error {
@@ -54,6 +57,13 @@ func runChat(env *cmdEnv, args []string) error {
 			return err
 		}
 		rb := &remoteChat{base: strings.TrimRight(*url, "/"), key: *apiKey, session: *sessionID, sampling: sf}
+		if fs.Changed("temperature") {
+			cfg := configs.Default()
+			if err := mf.overrides.Apply(&cfg, nil); err != nil {
+				return err
+			}
+			rb.temperature = &cfg.Temperature
+		}
 		if err := rb.open(context.Background(), *system); err != nil {
 			return err
 		}
@@ -78,7 +88,7 @@ func runChat(env *cmdEnv, args []string) error {
 func chatLoop(env *cmdEnv, be chatBackend, sigs <-chan os.Signal) error {
 	interactive := isTerminalReader(env.stdin)
 	if interactive {
-		fmt.Fprintln(env.stdout, "dsgate chat — /reset (or /clear) forgets the conversation, /system TEXT sets the system prompt, /exit quits; Ctrl-C stops an answer, Ctrl-D exits.")
+		fmt.Fprintln(env.stdout, "dsgate chat — /reset (or /clear) forgets the conversation, /system TEXT sets the system prompt, /history shows it, /exit quits; Ctrl-C stops an answer, Ctrl-D exits.")
 	}
 	var mu sync.Mutex
 	var cancelTurn context.CancelFunc
@@ -123,8 +133,18 @@ func chatLoop(env *cmdEnv, be chatBackend, sigs <-chan os.Signal) error {
 				fmt.Fprintln(env.stdout, "(system prompt set; conversation cleared)")
 			}
 			continue
+		case line == "/history":
+			lines, err := be.history(context.Background())
+			if err != nil {
+				fmt.Fprintln(env.stderr, "error:", err)
+			}
+			for _, l := range lines {
+				fmt.Fprintln(env.stdout, l)
+			}
+			fmt.Fprintf(env.stdout, "(%d messages)\n", len(lines))
+			continue
 		case strings.HasPrefix(line, "/"):
-			fmt.Fprintln(env.stderr, "unknown command; try /reset, /clear, /system TEXT or /exit")
+			fmt.Fprintln(env.stderr, "unknown command; try /reset, /clear, /system TEXT, /history or /exit")
 			continue
 		}
 		ctx, cancel := context.WithCancel(context.Background())
@@ -166,6 +186,17 @@ type localChat struct {
 func (c *localChat) reset() error {
 	c.msgs, c.ids = nil, nil
 	return nil
+}
+
+func (c *localChat) history(context.Context) ([]string, error) {
+	var out []string
+	if c.system != "" {
+		out = append(out, "system: "+c.system)
+	}
+	for _, m := range c.msgs {
+		out = append(out, m.Role+": "+m.Content)
+	}
+	return out, nil
 }
 
 func (c *localChat) setSystem(text string) error {
@@ -235,6 +266,7 @@ func (c *localChat) turn(ctx context.Context, user string, out io.Writer) error 
 type remoteChat struct {
 	base, key, session string
 	sampling           *samplingFlags
+	temperature        *float64 // set when --temperature was given
 }
 
 func (r *remoteChat) do(ctx context.Context, method, path string, body any) (*http.Response, error) {
@@ -308,6 +340,32 @@ func (r *remoteChat) create(ctx context.Context, system string) error {
 	return nil
 }
 
+func (r *remoteChat) history(ctx context.Context) ([]string, error) {
+	resp, err := r.do(ctx, http.MethodGet, "/v1/sessions/"+r.session, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var s struct {
+		System   string `json:"system"`
+		Messages []struct {
+			Role    string `json:"role"`
+			Content string `json:"content"`
+		} `json:"messages"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
+		return nil, fmt.Errorf("session %s: %w", r.session, err)
+	}
+	var out []string
+	if s.System != "" {
+		out = append(out, "system: "+s.System)
+	}
+	for _, m := range s.Messages {
+		out = append(out, m.Role+": "+m.Content)
+	}
+	return out, nil
+}
+
 // reset starts a new session (the old one stays listed on the server).
 func (r *remoteChat) reset() error { return r.create(context.Background(), "") }
 
@@ -323,8 +381,8 @@ func (r *remoteChat) turn(ctx context.Context, user string, out io.Writer) error
 	if *r.sampling.maxTokens > 0 {
 		body["max_tokens"] = *r.sampling.maxTokens
 	}
-	if *r.sampling.temperature >= 0 {
-		body["temperature"] = *r.sampling.temperature
+	if r.temperature != nil {
+		body["temperature"] = *r.temperature
 	}
 	if *r.sampling.topK > 0 {
 		body["top_k"] = *r.sampling.topK

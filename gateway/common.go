@@ -77,8 +77,3 @@ func isTerminal(w io.Writer) bool {
 	f, ok := w.(*os.File)
 	return ok && term.IsTerminal(int(f.Fd()))
 }
-
-// notBuilt is what a subcommand returns until the issue that completes it lands.
-func notBuilt(what string, issue int) error {
-	return exitError{code: 3, msg: fmt.Sprintf("%s is not built yet (issue %d completes it)", what, issue)}
-}

@@ -30,6 +30,7 @@ type modelFlags struct {
 	kvBlocks   *int
 	maxQueue   *int
 	cannHome   *string
+	modelName  *string
 	overrides  *configs.Overrides
 }
 
@@ -56,6 +57,7 @@ func addModelFlags(fs *pflag.FlagSet, env *cmdEnv) *modelFlags {
 		kvBlocks:   fs.Int("kv-blocks", atoi("GATEWAY_KV_BLOCKS", 0), "KV-cache blocks per layer (0 = max_batch_size*max_seq_len worth)"),
 		maxQueue:   fs.Int("max-queue", atoi("GATEWAY_MAX_QUEUE", 256), "requests waiting for a batch slot before new ones get 'overloaded'"),
 		cannHome:   fs.String("cann-home", getenv("GATEWAY_CANN_HOME", ""), "CANN toolkit folder for --backend ascend (default ASCEND_TOOLKIT_HOME)"),
+		modelName:  fs.String("model-name", getenv("GATEWAY_MODEL_NAME", "deepseek_v3"), "the model's name in logs and answers (the original launcher's flag)"),
 		overrides:  configs.RegisterOverrides(fs),
 	}
 }
@@ -134,7 +136,7 @@ func (mf *modelFlags) load(ctx context.Context, env *cmdEnv, log *slog.Logger) (
 	default:
 		return nil, fmt.Errorf("--backend %q: want cpu or ascend", *mf.backend)
 	}
-	log.Info("loading model", "ckpt", *mf.ckptPath, "backend", *mf.backend, "world_size", *mf.worldSize, "layers", cfg.NLayers, "dtype", cfg.Dtype)
+	log.Info("loading model", "name", *mf.modelName, "ckpt", *mf.ckptPath, "backend", *mf.backend, "world_size", *mf.worldSize, "layers", cfg.NLayers, "dtype", cfg.Dtype)
 	m, err := model.Load(ctx, *mf.ckptPath, cfg, opt)
 	if err != nil {
 		return nil, fmt.Errorf("load model: %w", err)
