@@ -392,5 +392,12 @@ func (b *Backend) Read(t backend.Tensor, dst []float32) error {
 	})
 }
 
+// Stats returns the rank's CANN call counters (goroutine-safe).
+func (b *Backend) Stats() Stats {
+	b.w.mu.Lock()
+	defer b.w.mu.Unlock()
+	return b.w.stats
+}
+
 // Sync waits until every operator queued on the rank's stream has run.
 func (b *Backend) Sync() error { return b.do(b.w.sync) }

@@ -97,9 +97,16 @@ type worker struct {
 	wsShrink uint64
 	replay   bool
 
-	// mu guards garbage: device buffers whose Go owners were collected.
+	// mu guards garbage (device buffers whose Go owners were collected) and stats.
 	mu      sync.Mutex
 	garbage []C.uintptr_t
+	stats   Stats
+}
+
+// Stats counts a rank's CANN traffic: operator launches (aclnn phase 2), collectives,
+// stream synchronizes and host↔device copies.
+type Stats struct {
+	Launches, Collectives, Syncs, Uploads, Downloads int64
 }
 
 // startWorker starts a rank thread bound to device.
@@ -204,6 +211,7 @@ func (w *worker) shutdown() {
 func (w *worker) sync() error {
 	err := w.a.check("aclrtSynchronizeStream", C.dsg_sync(w.a.p, w.stream))
 	w.pending = false
+	w.count(func(s *Stats) { s.Syncs++ })
 	return err
 }
 
@@ -285,6 +293,7 @@ func (w *worker) upload(dst C.uintptr_t, src unsafe.Pointer, n int) error {
 		return err
 	}
 	w.hostTmp = append(w.hostTmp, h)
+	w.count(func(s *Stats) { s.Uploads++ })
 	C.dsg_host_put(h, src, C.size_t(n))
 	w.pending = true
 	return w.a.check("aclrtMemcpyAsync", C.dsg_memcpyAsync(w.a.p, dst, C.size_t(n), h, C.size_t(n), memcpyH2D, w.stream))
@@ -303,11 +312,18 @@ func (w *worker) download(dst unsafe.Pointer, src C.uintptr_t, n int) error {
 		return err
 	}
 	defer C.dsg_freeHost(w.a.p, h)
+	w.count(func(s *Stats) { s.Downloads++ })
 	if err := w.a.check("aclrtMemcpy", C.dsg_memcpy(w.a.p, h, C.size_t(n), src, C.size_t(n), memcpyD2H)); err != nil {
 		return err
 	}
 	C.dsg_host_get(dst, h, C.size_t(n))
 	return nil
+}
+
+func (w *worker) count(f func(*Stats)) {
+	w.mu.Lock()
+	f(&w.stats)
+	w.mu.Unlock()
 }
 
 // peek copies n device bytes at src into dst WITHOUT synchronizing the stream first
@@ -345,6 +361,7 @@ func (w *worker) launch(op string, runIdx C.int, p1 func(ws *C.uint64_t, ex *C.u
 		return err
 	}
 	w.pending = true
+	w.count(func(s *Stats) { s.Launches++ })
 	hooked := op == w.hookOp
 	shrink := C.uint64_t(0)
 	if hooked {

@@ -13,6 +13,7 @@ import (
 	"github.com/dsgate/dsgate/ascend"
 	"github.com/dsgate/dsgate/configs"
 	"github.com/dsgate/dsgate/convert"
+	"github.com/dsgate/dsgate/core/backend"
 	"github.com/dsgate/dsgate/core/model"
 )
 
@@ -159,5 +160,40 @@ func TestLogitsMatchCPUBackend(t *testing.T) {
 		t.Run(fmt.Sprintf("%s-W%d-%s", tc.ckpt, tc.world, tc.precision), func(t *testing.T) {
 			checkErrs(t, tc.precision, compare(t, tc.ckpt, tc.world, tc.precision))
 		})
+	}
+}
+
+// TestDecodeStepCounts measures what one decode step costs in CANN calls per rank (the
+// launch and synchronize figures of README's performance model).
+func TestDecodeStepCounts(t *testing.T) {
+	for _, precision := range []string{"bf16", "f32"} {
+		var ranks []backend.Backend
+		f := ascend.New(ascend.Options{CANNHome: emuHome(t), Precision: precision})
+		m := loadModel(t, "v3", model.Options{WorldSize: 2, Backend: "ascend", Factory: func(w int) ([]backend.Backend, error) {
+			bs, err := f(w)
+			ranks = bs
+			return bs, err
+		}})
+		ctx := context.Background()
+		blocks := []int32{0, 1, 2, 3}
+		if _, err := m.Forward(ctx, []model.Seq{{Tokens: ids[:8], Blocks: blocks}}); err != nil {
+			t.Fatal(err)
+		}
+		before := make([]ascend.Stats, len(ranks))
+		for i, b := range ranks {
+			before[i] = b.(*ascend.Backend).Stats()
+		}
+		if _, err := m.Forward(ctx, []model.Seq{{Tokens: []int32{5}, Pos: 8, Blocks: blocks}}); err != nil {
+			t.Fatal(err)
+		}
+		for i, b := range ranks {
+			s := b.(*ascend.Backend).Stats()
+			d := ascend.Stats{Launches: s.Launches - before[i].Launches, Collectives: s.Collectives - before[i].Collectives,
+				Syncs: s.Syncs - before[i].Syncs, Uploads: s.Uploads - before[i].Uploads, Downloads: s.Downloads - before[i].Downloads}
+			t.Logf("%s rank %d, one decode step of v3-tiny (3 layers: 1 dense, 2 MoE): %+v", precision, i, d)
+			if d.Launches == 0 || d.Collectives == 0 {
+				t.Fatalf("no launches or collectives counted: %+v", d)
+			}
+		}
 	}
 }

@@ -249,6 +249,7 @@ func (b *Backend) AllReduce(t backend.Tensor) error {
 			buf = c.base
 		}
 		b.w.pending = true
+		b.w.count(func(s *Stats) { s.Collectives++ })
 		if err := b.g.a.check("HcclAllReduce", C.dsg_allReduce(b.g.a.p, buf, buf, C.uint64_t(n), hcclF32, hcclSum, b.comm, b.w.stream)); err != nil {
 			return err
 		}
@@ -292,6 +293,7 @@ func (b *Backend) AllGather(out, in backend.Tensor) error {
 			return err
 		}
 		b.w.pending = true
+		b.w.count(func(s *Stats) { s.Collectives++ })
 		if err := b.g.a.check("HcclAllGather", C.dsg_allGather(b.g.a.p, send.base, recv.base, C.uint64_t(m*n), hcclF32, b.comm, b.w.stream)); err != nil {
 			return err
 		}
