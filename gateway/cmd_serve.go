@@ -60,9 +60,24 @@ func defaultServeOptions() serveOptions {
 }
 
 func runServe(cenv *cmdEnv, args []string) error {
+	o, fs, overrides, lf, err := parseServe(cenv, args)
+	if err != nil {
+		return err
+	}
+	log, err := lf.logger(cenv.stderr)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	return serve(ctx, cenv, o, fs, overrides, log)
+}
+
+// parseServe resolves serve's options: defaults, then GATEWAY_* variables, then flags.
+func parseServe(cenv *cmdEnv, args []string) (serveOptions, *pflag.FlagSet, *configs.Overrides, logFlags, error) {
 	o := defaultServeOptions()
 	if err := env.ParseWithOptions(&o, env.Options{Prefix: configs.EnvPrefix, Environment: cenv.environ}); err != nil {
-		return fmt.Errorf("environment: %w", err)
+		return o, nil, nil, logFlags{}, fmt.Errorf("environment: %w", err)
 	}
 	fs := newFlagSet(cenv, "serve", "serve --ckpt-path DIR [--config-path FILE] [--model-name NAME] [--addr HOST:PORT] [flags]")
 	fs.StringVar(&o.CkptPath, "ckpt-path", o.CkptPath, "checkpoint folder (safetensors + config.json) (env GATEWAY_CKPT_PATH)")
@@ -84,18 +99,12 @@ func runServe(cenv *cmdEnv, args []string) error {
 	overrides := configs.RegisterOverrides(fs)
 	lf := addLogFlags(fs, cenv)
 	if err := fs.Parse(args); err != nil {
-		return err
+		return o, nil, nil, lf, err
 	}
 	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments %q", fs.Args())
+		return o, nil, nil, lf, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
-	log, err := lf.logger(cenv.stderr)
-	if err != nil {
-		return err
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
-	return serve(ctx, cenv, o, fs, overrides, log)
+	return o, fs, overrides, lf, nil
 }
 
 func serve(ctx context.Context, cenv *cmdEnv, o serveOptions, fs *pflag.FlagSet, overrides *configs.Overrides, log *slog.Logger) error {
@@ -204,10 +213,10 @@ func serve(ctx context.Context, cenv *cmdEnv, o serveOptions, fs *pflag.FlagSet,
 	}
 	if srv.OpenDevMode() {
 		log.Warn("!!! OPEN DEV MODE: no GATEWAY_API_KEYS or GATEWAY_ADMIN_KEY set; every request is accepted without a key, and anyone who can reach the port can upload extensions !!!")
-		if !fs.Changed("addr") && !isLoopback(o.Addr) {
-			log.Warn("open dev mode binds loopback only; pass --addr explicitly to listen elsewhere", "addr", o.Addr)
-			o.Addr = net.JoinHostPort("127.0.0.1", portOf(o.Addr))
-		}
+	}
+	if addr := listenAddr(o.Addr, fs.Changed("addr"), srv.OpenDevMode()); addr != o.Addr {
+		log.Warn("open dev mode binds loopback only; pass --addr explicitly to listen elsewhere", "asked", o.Addr, "addr", addr)
+		o.Addr = addr
 	}
 	ln, err := net.Listen("tcp", o.Addr)
 	if err != nil {
@@ -256,6 +265,15 @@ func (a engineModel) BlockSize() int { return a.m.BlockSize() }
 func (a engineModel) NumBlocks() int { return a.m.NumBlocks() }
 func (a engineModel) VocabSize() int { return a.m.VocabSize() }
 func (a engineModel) MaxSeqLen() int { return a.m.MaxSeqLen() }
+
+// listenAddr is the address to listen on: in open dev mode a non-loopback address is
+// replaced by loopback unless it came from the --addr flag itself.
+func listenAddr(addr string, fromFlag, openDev bool) string {
+	if !openDev || fromFlag || isLoopback(addr) {
+		return addr
+	}
+	return net.JoinHostPort("127.0.0.1", portOf(addr))
+}
 
 func isLoopback(addr string) bool {
 	host, _, err := net.SplitHostPort(addr)

@@ -272,3 +272,74 @@ func runNode(t *testing.T, url, key, model string) string {
 	}
 	return strings.TrimSpace(string(out))
 }
+
+func TestServeOptionPrecedence(t *testing.T) {
+	cases := []struct {
+		name    string
+		environ map[string]string
+		args    []string
+		check   func(t *testing.T, o serveOptions)
+	}{
+		{"defaults", nil, nil, func(t *testing.T, o serveOptions) {
+			if o.Addr != "127.0.0.1:8080" || o.ModelName != "deepseek_v3" || o.Backend != "cpu" || o.DrainTimeout != 30*time.Second || o.MaxQueue != 256 || o.RedisURL != "" {
+				t.Fatalf("%+v", o)
+			}
+		}},
+		{"env over default", map[string]string{"GATEWAY_ADDR": "0.0.0.0:9000", "GATEWAY_MAX_QUEUE": "7", "GATEWAY_REDIS_URL": "redis://h:6379/0",
+			"GATEWAY_API_KEYS": "a,b", "GATEWAY_ADMIN_KEY": "adm", "GATEWAY_CORS_ORIGINS": "https://x,https://y", "GATEWAY_SESSION_TTL": "2h"}, nil,
+			func(t *testing.T, o serveOptions) {
+				if o.Addr != "0.0.0.0:9000" || o.MaxQueue != 7 || o.RedisURL != "redis://h:6379/0" || len(o.APIKeys) != 2 || o.AdminKey != "adm" ||
+					len(o.CORSOrigins) != 2 || o.SessionTTL != 2*time.Hour {
+					t.Fatalf("%+v", o)
+				}
+			}},
+		{"flag over env", map[string]string{"GATEWAY_ADDR": "0.0.0.0:9000", "GATEWAY_MODEL_NAME": "env-name"},
+			[]string{"--addr", "127.0.0.1:1", "--model-name", "flag-name", "--drain-timeout", "5s", "--cors-origins", "*"},
+			func(t *testing.T, o serveOptions) {
+				if o.Addr != "127.0.0.1:1" || o.ModelName != "flag-name" || o.DrainTimeout != 5*time.Second || o.CORSOrigins[0] != "*" {
+					t.Fatalf("%+v", o)
+				}
+			}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			var stderr bytes.Buffer
+			o, _, _, _, err := parseServe(&cmdEnv{stderr: &stderr, environ: c.environ}, c.args)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.check(t, o)
+		})
+	}
+	var stderr bytes.Buffer
+	if _, _, _, _, err := parseServe(&cmdEnv{stderr: &stderr, environ: map[string]string{"GATEWAY_MAX_QUEUE": "many"}}, nil); err == nil {
+		t.Fatal("a malformed variable must fail")
+	}
+	if _, _, _, _, err := parseServe(&cmdEnv{stderr: &stderr}, []string{"stray"}); err == nil {
+		t.Fatal("a stray argument must fail")
+	}
+}
+
+func TestListenAddr(t *testing.T) {
+	cases := []struct {
+		addr             string
+		fromFlag, noKeys bool
+		want             string
+	}{
+		{"127.0.0.1:8080", false, true, "127.0.0.1:8080"},
+		{"0.0.0.0:8080", false, true, "127.0.0.1:8080"}, // open dev mode, address from env: loopback
+		{"0.0.0.0:8080", true, true, "0.0.0.0:8080"},    // --addr says otherwise
+		{":9000", false, true, "127.0.0.1:9000"},
+		{"[::1]:8080", false, true, "[::1]:8080"},
+		{"localhost:8080", false, true, "localhost:8080"},
+		{"0.0.0.0:8080", false, false, "0.0.0.0:8080"}, // keys configured
+	}
+	for _, c := range cases {
+		if got := listenAddr(c.addr, c.fromFlag, c.noKeys); got != c.want {
+			t.Errorf("listenAddr(%q, flag=%v, dev=%v) = %q, want %q", c.addr, c.fromFlag, c.noKeys, got, c.want)
+		}
+	}
+	if redactURL("redis://:secret@h:6379/0") != "redis://***@h:6379/0" {
+		t.Fatal(redactURL("redis://:secret@h:6379/0"))
+	}
+}
