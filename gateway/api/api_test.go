@@ -566,14 +566,29 @@ func TestBadRequests(t *testing.T) {
 	// Content-Type other than JSON
 	req, _ := http.NewRequest("POST", h.ts.URL+"/v1/chat/completions", strings.NewReader("x"))
 	req.Header.Set("Authorization", "Bearer "+keyA)
-	req.Header.Set("Content-Type", "text/plain")
+	req.Header.Set("Content-Type", "application/xml")
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
 	res.Body.Close()
 	if res.StatusCode != 415 {
-		t.Fatalf("text/plain: %d", res.StatusCode)
+		t.Fatalf("application/xml: %d", res.StatusCode)
+	}
+	// curl -d sends application/x-www-form-urlencoded; a JSON body is still accepted
+	for _, ct := range []string{"application/x-www-form-urlencoded", "text/plain; charset=utf-8", ""} {
+		b, _ := json.Marshal(chatBody(nil))
+		req, _ := http.NewRequest("POST", h.ts.URL+"/v1/chat/completions", bytes.NewReader(b))
+		req.Header.Set("Authorization", "Bearer "+keyA)
+		req.Header.Set("Content-Type", ct)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != 200 {
+			t.Fatalf("Content-Type %q: %d", ct, res.StatusCode)
+		}
 	}
 }
 

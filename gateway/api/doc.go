@@ -52,6 +52,15 @@
 //	503 overloaded                 too many concurrent requests, engine queue full, or shutting down (Retry-After)
 //	503 session_store_unavailable  the session store is down; requests without session_id still work
 //
+// # Observability
+//
+// Every response carries X-Request-Id (the client's when it sent a sane one), which is also
+// on every log line of the request. Non-streaming generations carry
+// "Server-Timing: engine;dur=MS, gateway;dur=MS"; /metrics has request counts and latency
+// by route, method and status code, TTFT and TPOT histograms, the gateway's overhead
+// (dsgate_gateway_overhead_seconds: request time minus the engine's time from Submit to the
+// final event), token counters, and the engine's Stats as gauges and counters.
+//
 // # Sessions
 //
 // With session_id the request's messages hold only the new turn. The prompt is the

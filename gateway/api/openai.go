@@ -16,7 +16,7 @@ import (
 // trailing data are 400 invalid_request naming the field; an oversized body is 413.
 func decodeJSON(c echo.Context, v any) error {
 	req := c.Request()
-	if ct := req.Header.Get(echo.HeaderContentType); ct != "" && !strings.HasPrefix(strings.ToLower(ct), "application/json") {
+	if ct := req.Header.Get(echo.HeaderContentType); !jsonish(ct) {
 		return newError(http.StatusUnsupportedMediaType, CodeUnsupportedMediaType, fmt.Sprintf("Content-Type %q: send application/json", ct))
 	}
 	body, err := io.ReadAll(req.Body)
@@ -38,6 +38,20 @@ func decodeJSON(c echo.Context, v any) error {
 		return invalid("", "malformed JSON: data after the top-level object")
 	}
 	return nil
+}
+
+// jsonish accepts the Content-Types under which clients send JSON bodies: application/json
+// (and +json), none, text/plain, and the form type `curl -d` sets by default.
+func jsonish(ct string) bool {
+	ct = strings.ToLower(strings.TrimSpace(ct))
+	if i := strings.IndexByte(ct, ';'); i >= 0 {
+		ct = strings.TrimSpace(ct[:i])
+	}
+	switch {
+	case ct == "", ct == "application/json", strings.HasSuffix(ct, "+json"), ct == "text/plain", ct == "application/x-www-form-urlencoded":
+		return true
+	}
+	return false
 }
 
 func jsonError(err error) error {
