@@ -316,6 +316,8 @@ func TestChatPageInChromium(t *testing.T) {
 	t.Logf("screenshot: %s", shot)
 	run(t, ctx, "phone width",
 		chromedp.EmulateViewport(390, 844),
+		waitJS(`getComputedStyle(document.getElementById("toggle-sidebar")).display !== "none" && window.innerWidth === 390`),
+		chromedp.Sleep(300*time.Millisecond), // let the layout settle before clicking by coordinates
 		chromedp.Click("#toggle-sidebar", chromedp.ByID),
 		waitJS(`document.getElementById("sidebar").classList.contains("open")`),
 	)
