@@ -12,6 +12,10 @@ import (
 	"github.com/labstack/echo/v4"
 )
 
+// errEmptyBody is wrapped by decodeJSON's error for an empty body (routes whose body is
+// optional accept it).
+var errEmptyBody = errors.New("empty body")
+
 // decodeJSON reads the request body into v. Malformed JSON, wrong field types and
 // trailing data are 400 invalid_request naming the field; an oversized body is 413.
 func decodeJSON(c echo.Context, v any) error {
@@ -28,7 +32,9 @@ func decodeJSON(c echo.Context, v any) error {
 		return invalid("", "reading the request body: %v", err)
 	}
 	if len(bytes.TrimSpace(body)) == 0 {
-		return invalid("", "empty request body: send a JSON object")
+		e := invalid("", "empty request body: send a JSON object")
+		e.Err = errEmptyBody
+		return e
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	if err := dec.Decode(v); err != nil {

@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -248,10 +249,8 @@ func (s *Server) createSession(c echo.Context) error {
 		return err
 	}
 	var req createSessionRequest
-	if c.Request().ContentLength != 0 {
-		if err := decodeJSON(c, &req); err != nil {
-			return err
-		}
+	if err := decodeJSON(c, &req); err != nil && !errors.Is(err, errEmptyBody) {
+		return err
 	}
 	if len(req.System) > maxSystemPrompt {
 		return invalid("system", "system prompt longer than %d bytes", maxSystemPrompt)
