@@ -308,7 +308,7 @@ func TestChatPageInChromium(t *testing.T) {
 
 	// Phone width: the page still works (sidebar behind a toggle).
 	var buf []byte
-	run(t, ctx, "screenshot", chromedp.FullScreenshot(&buf, 90))
+	run(t, ctx, "screenshot", chromedp.FullScreenshot(&buf, 100))
 	shot := filepath.Join(t.ArtifactDir(), "chat.png")
 	if err := os.WriteFile(shot, buf, 0o644); err != nil {
 		t.Fatal(err)
