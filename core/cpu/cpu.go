@@ -113,10 +113,7 @@ func (b *Backend) Linear(out, x backend.Tensor, w backend.Weight) error {
 	if err := backend.CheckLinear("linear", o, xh, wh); err != nil {
 		return err
 	}
-	b.parallel(wh.N, unit(wh), func(lo, hi int) {
-		ov, _ := backend.SliceHost(o, 0, o.R, lo, hi-lo)
-		b.linear(ov, xh, wh, lo, hi, 0)
-	})
+	b.matmul(o, xh, wh, 0)
 	return nil
 }
 
@@ -164,10 +161,7 @@ func (b *Backend) GroupedLinear(out, x backend.Tensor, ws []backend.Weight, coun
 		}
 		xs, _ := backend.SliceHost(xh, row, c, 0, xh.C)
 		os, _ := backend.SliceHost(o, row, c, 0, o.C)
-		b.parallel(w.N, unit(w), func(lo, hi int) {
-			ov, _ := backend.SliceHost(os, 0, os.R, lo, hi-lo)
-			b.linear(ov, xs, w, lo, hi, 0)
-		})
+		b.matmul(os, xs, w, 0)
 		row += c
 	}
 	return nil

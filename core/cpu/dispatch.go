@@ -2,6 +2,7 @@ package cpu
 
 import (
 	"fmt"
+	"sync"
 
 	"github.com/dsgate/dsgate/core/backend"
 )
@@ -49,4 +50,84 @@ func (b *Backend) linear(o, x *backend.HostTensor, w *backend.HostWeight, n0, n1
 		return
 	}
 	linearKernel(o, x, w, n0, n1, xc0)
+}
+
+// kParts is the number of contiguous ranges a quantized weight's input dimension is
+// split into on the fast kernels: 2 when K ≥ 1024, else 1. It depends on the weight
+// only (never on the row count or the thread count), and the ranges' results are
+// summed in range order, so results stay row-independent and equal for any Threads.
+// Splitting k lets each thread stream a contiguous block of rows of the (K, N) weight
+// at decode, which is what reaches the memory bandwidth.
+func kParts(w *backend.HostWeight) int {
+	if (w.DType == backend.I8 || w.DType == backend.I4) && w.K >= 1024 {
+		return 2
+	}
+	return 1
+}
+
+// kBound returns the first input row of range p of P (multiples of 64).
+func kBound(k, p, parts int) int {
+	if p == parts {
+		return k
+	}
+	return (p * k / parts) &^ 63
+}
+
+// matmul computes o = x[:, xc0:xc0+K] · Wᵀ over all of W's output channels, split over
+// the backend's threads: quantized weights on the fast kernels by k range (kParts)
+// times column blocks of 64, everything else by columns.
+func (b *Backend) matmul(o, x *backend.HostTensor, w *backend.HostWeight, xc0 int) {
+	if b.isa < isaAVX2 || (w.DType != backend.I8 && w.DType != backend.I4) {
+		b.parallel(w.N, unit(w), func(lo, hi int) {
+			ov, _ := backend.SliceHost(o, 0, o.R, lo, hi-lo)
+			b.linear(ov, x, w, lo, hi, xc0)
+		})
+		return
+	}
+	if x.R == 0 {
+		return
+	}
+	P := kParts(w)
+	units := (w.N + 63) / 64
+	cols := min(units, max(1, (b.threads+P-1)/P))
+	parts := make([]*backend.HostTensor, P)
+	parts[0] = o
+	for p := 1; p < P; p++ {
+		parts[p], _ = backend.NewHostTensor(o.R, o.C)
+	}
+	run := func(p, c int) {
+		lo, hi := c*units/cols*64, min((c+1)*units/cols*64, w.N)
+		if lo >= hi {
+			return
+		}
+		ov, _ := backend.SliceHost(parts[p], 0, o.R, lo, hi-lo)
+		qKernel(ov, x, w, kBound(w.K, p, P), kBound(w.K, p+1, P), lo, hi, xc0)
+	}
+	if b.threads <= 1 {
+		for p := 0; p < P; p++ {
+			for c := 0; c < cols; c++ {
+				run(p, c)
+			}
+		}
+	} else {
+		var wg sync.WaitGroup
+		for p := 0; p < P; p++ {
+			for c := 0; c < cols; c++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					run(p, c)
+				}()
+			}
+		}
+		wg.Wait()
+	}
+	for p := 1; p < P; p++ {
+		for i := 0; i < o.R; i++ {
+			or, pr := o.Row(i), parts[p].Row(i)
+			for j := range or {
+				or[j] += pr[j]
+			}
+		}
+	}
 }

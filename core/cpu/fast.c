@@ -28,7 +28,6 @@ int dsg_detect_isa(void) {
 }
 
 #define KB 16  // decode: k rows per block (accumulators stay in L1 across a block)
-#define SB 512 // decode: columns per super-block
 #define KC 64  // GEMM: k rows dequantized per chunk (KC x 64 floats = 16 KiB)
 
 #ifdef DSG_X86
@@ -59,24 +58,61 @@ T static AI void ld64_i4(const uint8_t *p, __m256 w[8]) {
 	}
 }
 
-// dec_blk: acc[0..64) = fma chain of x[k] * W[k][0..64) for k < kb (in k order).
-T static AI void dec_blk(const float *x, const uint8_t *w, long ldw, int kb, int bits, float *acc) {
+// dec_blk8: acc[0..64) = fma chain of x[k] * W[k][0..64) for k < kb (in k order);
+// int8 rows. Eight accumulators cover the FMA latency.
+T static void dec_blk8(const float *x, const uint8_t *w, long ldw, int kb, float *acc) {
 	__m256 a[8];
 	for (int i = 0; i < 8; i++) a[i] = _mm256_loadu_ps(acc + 8 * i);
 	for (int k = 0; k < kb; k++) {
 		__m256 xv = _mm256_broadcast_ss(x + k);
-		__m256 wv[8];
-		if (bits == 8)
-			ld64_i8(w + k * ldw, wv);
-		else
-			ld64_i4(w + k * ldw, wv);
-		for (int i = 0; i < 8; i++) a[i] = _mm256_fmadd_ps(xv, wv[i], a[i]);
+		const uint8_t *p = w + k * ldw;
+		for (int i = 0; i < 8; i++)
+			a[i] = _mm256_fmadd_ps(xv, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(p + 8 * i)))), a[i]);
 	}
 	for (int i = 0; i < 8; i++) _mm256_storeu_ps(acc + 8 * i, a[i]);
 }
 
-T static void dec_blk8(const float *x, const uint8_t *w, long ldw, int kb, float *acc) { dec_blk(x, w, ldw, kb, 8, acc); }
-T static void dec_blk4(const float *x, const uint8_t *w, long ldw, int kb, float *acc) { dec_blk(x, w, ldw, kb, 4, acc); }
+// dec_blk4: the same for int4 rows, without byte shuffles: a 32-byte row of 64
+// columns is 8 words; nibble j of word i (column 8i+j) is moved to the top 4 bits of a
+// 32-bit lane, so the lane converts to the exact float q·2^28. Accumulator j therefore
+// holds columns 8i+j in lane i (a transposed layout q_decode undoes), scaled by 2^28
+// (q_decode folds 2^-28 into the scales; exact, see INT4_SHIFT).
+T static void dec_blk4(const float *x, const uint8_t *w, long ldw, int kb, float *acc) {
+	const __m256i hm = _mm256_set1_epi32((int)0xF0000000u);
+	__m256 a0 = _mm256_loadu_ps(acc), a1 = _mm256_loadu_ps(acc + 8), a2 = _mm256_loadu_ps(acc + 16),
+	       a3 = _mm256_loadu_ps(acc + 24), a4 = _mm256_loadu_ps(acc + 32), a5 = _mm256_loadu_ps(acc + 40),
+	       a6 = _mm256_loadu_ps(acc + 48), a7 = _mm256_loadu_ps(acc + 56);
+	for (int k = 0; k < kb; k++) {
+		__m256 xv = _mm256_broadcast_ss(x + k);
+		__m256i v = _mm256_loadu_si256((const __m256i *)(w + k * ldw));
+		a0 = _mm256_fmadd_ps(xv, _mm256_cvtepi32_ps(_mm256_slli_epi32(v, 28)), a0);
+		a1 = _mm256_fmadd_ps(xv, _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_slli_epi32(v, 24), hm)), a1);
+		a2 = _mm256_fmadd_ps(xv, _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_slli_epi32(v, 20), hm)), a2);
+		a3 = _mm256_fmadd_ps(xv, _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_slli_epi32(v, 16), hm)), a3);
+		a4 = _mm256_fmadd_ps(xv, _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_slli_epi32(v, 12), hm)), a4);
+		a5 = _mm256_fmadd_ps(xv, _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_slli_epi32(v, 8), hm)), a5);
+		a6 = _mm256_fmadd_ps(xv, _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_slli_epi32(v, 4), hm)), a6);
+		a7 = _mm256_fmadd_ps(xv, _mm256_cvtepi32_ps(_mm256_and_si256(v, hm)), a7);
+	}
+	_mm256_storeu_ps(acc, a0);
+	_mm256_storeu_ps(acc + 8, a1);
+	_mm256_storeu_ps(acc + 16, a2);
+	_mm256_storeu_ps(acc + 24, a3);
+	_mm256_storeu_ps(acc + 32, a4);
+	_mm256_storeu_ps(acc + 40, a5);
+	_mm256_storeu_ps(acc + 48, a6);
+	_mm256_storeu_ps(acc + 56, a7);
+}
+
+// INT4_SHIFT: int4 weights enter both int4 kernels as the exact floats q·2^28 and the
+// scales as s·2^-28 (exact: powers of two), so fma(acc, s', out) gives the same value as
+// the unscaled algebra while the decode kernel saves its nibble shuffles; decode and
+// GEMM use the same scaled values, hence the same bits.
+#define INT4_SHIFT 268435456.0f
+#define INT4_UNSHIFT (1.0f / 268435456.0f)
+
+// perm4 is the position in a 64-column int4 decode block of column c (see dec_blk4).
+static inline int perm4(int c) { return 8 * (c & 7) + (c >> 3); }
 
 // out[j] = fma(acc[j], s[j], out[j]) for j < n (vector part, then scalar with fmaf:
 // both are correctly rounded, so the split does not change any value).
@@ -87,47 +123,59 @@ T static void scale_acc(float *out, const float *acc, const float *s, int n) {
 	for (; j < n; j++) out[j] = fmaf(acc[j], s[j], out[j]);
 }
 
-// q_decode streams the weights once for up to DSG_DECODE_ROWS rows: k blocks of KB
-// rows over a super-block of SB columns, accumulators in L1.
-T static void q_decode(const float *x, long ldx, int M, int K, const uint8_t *q, int bits, int N, const float *scale,
-                       int G, int c0, int c1, float *y, long ldy) {
-	float acc[DSG_DECODE_ROWS][SB] __attribute__((aligned(32)));
-	float out[DSG_DECODE_ROWS][SB] __attribute__((aligned(32)));
+// q_decode streams rows [k0, k1) of the weights once for up to DSG_DECODE_ROWS rows
+// of x: k blocks of KB rows over every column of [c0, c1), so each block reads
+// contiguous row segments; accumulators (acc), results (out) and permuted int4
+// scales (sperm) live in scratch.
+T static void q_decode(const float *x, long ldx, int M, const uint8_t *q, int bits, int N, const float *scale, int G,
+                       int k0, int k1, int c0, int c1, float *y, long ldy, float *scratch) {
 	uint8_t tmp[KB * 64];
 	long rowbytes = bits == 8 ? N : N / 2;
-	for (int s0 = c0; s0 < c1; s0 += SB) {
-		int sw = c1 - s0 < SB ? c1 - s0 : SB;
-		int swp = (sw + 63) & ~63;
-		for (int m = 0; m < M; m++) memset(out[m], 0, sizeof(float) * swp);
-		for (int g0 = 0; g0 < K; g0 += G) {
-			int g1 = g0 + G < K ? g0 + G : K;
-			for (int m = 0; m < M; m++) memset(acc[m], 0, sizeof(float) * swp);
-			for (int k0 = g0; k0 < g1; k0 += KB) {
-				int kb = g1 - k0 < KB ? g1 - k0 : KB;
-				for (int cb = 0; cb < sw; cb += 64) {
-					int nc = sw - cb < 64 ? sw - cb : 64;
-					long cbyte = bits == 8 ? s0 + cb : (s0 + cb) / 2;
-					const uint8_t *wp = q + (long)k0 * rowbytes + cbyte;
-					long ldw = rowbytes;
-					if (nc < 64) {
-						int bw = bits == 8 ? 64 : 32, nb = bits == 8 ? nc : nc / 2;
-						memset(tmp, 0, (size_t)kb * bw);
-						for (int k = 0; k < kb; k++) memcpy(tmp + k * bw, wp + k * rowbytes, nb);
-						wp = tmp;
-						ldw = bw;
-					}
-					for (int m = 0; m < M; m++) {
-						if (bits == 8)
-							dec_blk8(x + m * ldx + k0, wp, ldw, kb, acc[m] + cb);
-						else
-							dec_blk4(x + m * ldx + k0, wp, ldw, kb, acc[m] + cb);
-					}
+	int sw = c1 - c0, swp = (sw + 63) & ~63;
+	float *acc = scratch, *out = scratch + (long)M * swp, *sperm = scratch + 2L * M * swp;
+	memset(out, 0, sizeof(float) * swp * (size_t)M);
+	for (int g0 = k0; g0 < k1;) {
+		int g1 = (g0 / G + 1) * G;
+		if (g1 > k1) g1 = k1;
+		memset(acc, 0, sizeof(float) * swp * (size_t)M);
+		for (int kk = g0; kk < g1; kk += KB) {
+			int kb = g1 - kk < KB ? g1 - kk : KB;
+			for (int cb = 0; cb < sw; cb += 64) {
+				int nc = sw - cb < 64 ? sw - cb : 64;
+				long cbyte = bits == 8 ? c0 + cb : (c0 + cb) / 2;
+				const uint8_t *wp = q + (long)kk * rowbytes + cbyte;
+				long ldw = rowbytes;
+				if (nc < 64) {
+					int bw = bits == 8 ? 64 : 32, nb = bits == 8 ? nc : nc / 2;
+					memset(tmp, 0, (size_t)kb * bw);
+					for (int k = 0; k < kb; k++) memcpy(tmp + k * bw, wp + k * rowbytes, nb);
+					wp = tmp;
+					ldw = bw;
+				}
+				for (int m = 0; m < M; m++) {
+					if (bits == 8)
+						dec_blk8(x + m * ldx + kk, wp, ldw, kb, acc + (long)m * swp + cb);
+					else
+						dec_blk4(x + m * ldx + kk, wp, ldw, kb, acc + (long)m * swp + cb);
 				}
 			}
-			const float *sg = scale + (long)(g0 / G) * N + s0;
-			for (int m = 0; m < M; m++) scale_acc(out[m], acc[m], sg, sw);
 		}
-		for (int m = 0; m < M; m++) memcpy(y + m * ldy + (s0 - c0), out[m], sizeof(float) * sw);
+		const float *sg = scale + (long)(g0 / G) * N + c0;
+		if (bits == 4) {
+			memset(sperm, 0, sizeof(float) * swp);
+			for (int c = 0; c < sw; c++) sperm[(c & ~63) + perm4(c & 63)] = sg[c] * INT4_UNSHIFT;
+			for (int m = 0; m < M; m++) scale_acc(out + (long)m * swp, acc + (long)m * swp, sperm, swp);
+		} else {
+			for (int m = 0; m < M; m++) scale_acc(out + (long)m * swp, acc + (long)m * swp, sg, sw);
+		}
+		g0 = g1;
+	}
+	for (int m = 0; m < M; m++) {
+		float *yr = y + m * ldy, *o = out + (long)m * swp;
+		if (bits == 4)
+			for (int c = 0; c < sw; c++) yr[c] = o[(c & ~63) + perm4(c & 63)];
+		else
+			memcpy(yr, o, sizeof(float) * sw);
 	}
 }
 
@@ -182,8 +230,8 @@ T static void micro_n(int R, const float *x, long ldx, const float *wb, int kc, 
 
 // q_gemm: per 64-column block, per group, per chunk of KC rows: dequantize the chunk
 // once into wbuf, then run every row tile of 6 over it.
-T static void q_gemm(const float *x, long ldx, int M, int K, const uint8_t *q, int bits, int N, const float *scale,
-                     int G, int c0, int c1, float *y, long ldy, float *scratch) {
+T static void q_gemm(const float *x, long ldx, int M, const uint8_t *q, int bits, int N, const float *scale, int G,
+                     int k0, int k1, int c0, int c1, float *y, long ldy, float *scratch) {
 	float wbuf[KC * 64] __attribute__((aligned(32)));
 	float spad[64] __attribute__((aligned(32)));
 	uint8_t tmp[64];
@@ -193,10 +241,13 @@ T static void q_gemm(const float *x, long ldx, int M, int K, const uint8_t *q, i
 		int nc = c1 - cb < 64 ? c1 - cb : 64;
 		long cbyte = bits == 8 ? cb : cb / 2;
 		memset(outb, 0, sizeof(float) * 64 * (size_t)M);
-		for (int g0 = 0; g0 < K; g0 += G) {
-			int g1 = g0 + G < K ? g0 + G : K;
+		for (int g0 = k0; g0 < k1;) {
+			int g1 = (g0 / G + 1) * G;
+			if (g1 > k1) g1 = k1;
 			memset(spad, 0, sizeof spad);
 			memcpy(spad, scale + (long)(g0 / G) * N + cb, sizeof(float) * nc);
+			if (bits == 4)
+				for (int j = 0; j < nc; j++) spad[j] *= INT4_UNSHIFT;
 			for (int k0 = g0; k0 < g1; k0 += KC) {
 				int kc = g1 - k0 < KC ? g1 - k0 : KC;
 				for (int k = 0; k < kc; k++) {
@@ -208,31 +259,38 @@ T static void q_gemm(const float *x, long ldx, int M, int K, const uint8_t *q, i
 						src = tmp;
 					}
 					__m256 wv[8];
-					if (bits == 8)
+					if (bits == 8) {
 						ld64_i8(src, wv);
-					else
+					} else {
 						ld64_i4(src, wv);
+						for (int i = 0; i < 8; i++) wv[i] = _mm256_mul_ps(wv[i], _mm256_set1_ps(INT4_SHIFT));
+					}
 					for (int i = 0; i < 8; i++) _mm256_store_ps(wbuf + k * 64 + 8 * i, wv[i]);
 				}
 				int first = k0 == g0, last = k0 + kc == g1;
-				for (int m0 = 0; m0 < M; m0 += 6) {
-					int R = M - m0 < 6 ? M - m0 : 6;
+				// Row tiles of at most 6, balanced (8 rows: 4 + 4) so that every tile
+				// has enough independent FMA chains.
+				int tiles = (M + 5) / 6;
+				for (int t = 0, m0 = 0; t < tiles; t++) {
+					int R = (M - m0 + (tiles - t) - 1) / (tiles - t);
 					for (int cs = 0; cs < 64; cs += 16)
 						micro_n(R, x + m0 * ldx + k0, ldx, wbuf + cs, kc, accb + (long)m0 * 64 + cs, first, last,
 						        outb + (long)m0 * 64 + cs, spad + cs);
+					m0 += R;
 				}
 			}
+			g0 = g1;
 		}
 		for (int m = 0; m < M; m++) memcpy(y + m * ldy + (cb - c0), outb + (long)m * 64, sizeof(float) * nc);
 	}
 }
 
-void dsg_qlinear_avx2(const float *x, long ldx, int M, int K, const void *q, int bits, int N, const float *scale,
-                      int G, int c0, int c1, float *y, long ldy, float *scratch) {
+void dsg_qlinear_avx2(const float *x, long ldx, int M, const void *q, int bits, int N, const float *scale, int G,
+                      int k0, int k1, int c0, int c1, float *y, long ldy, float *scratch) {
 	if (M <= DSG_DECODE_ROWS)
-		q_decode(x, ldx, M, K, (const uint8_t *)q, bits, N, scale, G, c0, c1, y, ldy);
+		q_decode(x, ldx, M, (const uint8_t *)q, bits, N, scale, G, k0, k1, c0, c1, y, ldy, scratch);
 	else
-		q_gemm(x, ldx, M, K, (const uint8_t *)q, bits, N, scale, G, c0, c1, y, ldy, scratch);
+		q_gemm(x, ldx, M, (const uint8_t *)q, bits, N, scale, G, k0, k1, c0, c1, y, ldy, scratch);
 }
 
 // ld8 loads 8 weights of a dense row as floats.
@@ -333,21 +391,25 @@ T static float stream_avx2(const float *p, long n) {
 }
 
 T static float peak_avx2(long iters) {
-	__m256 a[12];
 	__m256 m = _mm256_set1_ps(0.999999f), c = _mm256_set1_ps(1e-7f);
-	for (int i = 0; i < 12; i++) a[i] = _mm256_set1_ps((float)i);
+	__m256 a0 = _mm256_set1_ps(0), a1 = _mm256_set1_ps(1), a2 = _mm256_set1_ps(2), a3 = _mm256_set1_ps(3);
+	__m256 a4 = _mm256_set1_ps(4), a5 = _mm256_set1_ps(5), a6 = _mm256_set1_ps(6), a7 = _mm256_set1_ps(7);
+	__m256 a8 = _mm256_set1_ps(8), a9 = _mm256_set1_ps(9), a10 = _mm256_set1_ps(10), a11 = _mm256_set1_ps(11);
 	for (long it = 0; it < iters; it++) {
-		for (int i = 0; i < 12; i++) a[i] = _mm256_fmadd_ps(a[i], m, c);
-		__asm__ volatile("" : "+x"(a[0]), "+x"(a[1]), "+x"(a[2]), "+x"(a[3]), "+x"(a[4]), "+x"(a[5]));
+		a0 = _mm256_fmadd_ps(a0, m, c); a1 = _mm256_fmadd_ps(a1, m, c); a2 = _mm256_fmadd_ps(a2, m, c);
+		a3 = _mm256_fmadd_ps(a3, m, c); a4 = _mm256_fmadd_ps(a4, m, c); a5 = _mm256_fmadd_ps(a5, m, c);
+		a6 = _mm256_fmadd_ps(a6, m, c); a7 = _mm256_fmadd_ps(a7, m, c); a8 = _mm256_fmadd_ps(a8, m, c);
+		a9 = _mm256_fmadd_ps(a9, m, c); a10 = _mm256_fmadd_ps(a10, m, c); a11 = _mm256_fmadd_ps(a11, m, c);
 	}
-	__m256 s = a[0];
-	for (int i = 1; i < 12; i++) s = _mm256_add_ps(s, a[i]);
+	__m256 s = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)),
+	                         _mm256_add_ps(_mm256_add_ps(a4, a5), _mm256_add_ps(a6, a7)));
+	s = _mm256_add_ps(s, _mm256_add_ps(_mm256_add_ps(a8, a9), _mm256_add_ps(a10, a11)));
 	return hsum8(s);
 }
 #else
-void dsg_qlinear_avx2(const float *x, long ldx, int M, int K, const void *q, int bits, int N, const float *scale,
-                      int G, int c0, int c1, float *y, long ldy, float *scratch) {
-	(void)x; (void)ldx; (void)M; (void)K; (void)q; (void)bits; (void)N; (void)scale; (void)G;
+void dsg_qlinear_avx2(const float *x, long ldx, int M, const void *q, int bits, int N, const float *scale, int G,
+                      int k0, int k1, int c0, int c1, float *y, long ldy, float *scratch) {
+	(void)x; (void)ldx; (void)M; (void)k0; (void)k1; (void)q; (void)bits; (void)N; (void)scale; (void)G;
 	(void)c0; (void)c1; (void)y; (void)ldy; (void)scratch;
 }
 void dsg_dlinear_avx2(const float *x, long ldx, int M, int K, const void *w, int bits, int n0, int n1, float *y,

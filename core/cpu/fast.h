@@ -15,16 +15,19 @@
 // dsg_detect_isa returns the best ISA level of the running CPU.
 int dsg_detect_isa(void);
 
-// Quantized linear over output columns [c0, c1) of a weight-only int8 (bits 8, q is
-// (K, N) bytes) or int4 (bits 4, q is (K, N/8) little-endian words, low nibble
-// first) matrix with scales (ceil(K/G), N) (G == K: per channel). Row m of x starts at
-// x + m*ldx (K values); output column c of row m is y[m*ldy + c - c0]. For M <= DSG_DECODE_ROWS
-// the streaming decode kernel runs; otherwise the GEMM kernel, which needs scratch of
-// 2*M*64 floats. Both give bit-identical results per element (same FMA order). c0
-// must be a multiple of 8 for int4.
+// Quantized linear over input rows [k0, k1) and output columns [c0, c1) of a
+// weight-only int8 (bits 8, q is (K, N) bytes) or int4 (bits 4, q is (K, N/8)
+// little-endian words, low nibble first) matrix with scales (ceil(K/G), N) (G == K:
+// per channel). Row m of x starts at x + m*ldx (x[m*ldx + k] is input k); output
+// column c of row m is y[m*ldy + c - c0]. Per element it computes, for every
+// sub-group [a, b) = group ∩ [k0, k1) in k order, acc = fma chain over k in [a, b)
+// from 0 and out = fma(acc, scale, out) from 0. For M <= DSG_DECODE_ROWS the streaming
+// decode kernel runs (scratch: (2M+1)·round64(c1-c0) floats), else the GEMM kernel
+// (scratch: 2·M·64 floats); both give the same bits. c0 must be a multiple of 8 for
+// int4.
 #define DSG_DECODE_ROWS 4
-void dsg_qlinear_avx2(const float *x, long ldx, int M, int K, const void *q, int bits, int N, const float *scale,
-                      int G, int c0, int c1, float *y, long ldy, float *scratch);
+void dsg_qlinear_avx2(const float *x, long ldx, int M, const void *q, int bits, int N, const float *scale, int G,
+                      int k0, int k1, int c0, int c1, float *y, long ldy, float *scratch);
 
 // Dense linear over output rows [n0, n1) of W (N, K) in f32 (bits 32) or bf16
 // (bits 16): y[m*ldy + n - n0] = dot(x_m, W_n) with 8-lane partial sums over k

@@ -49,27 +49,35 @@ func fastKernel(isa int, o, x *backend.HostTensor, w *backend.HostWeight, n0, n1
 		C.dsg_dlinear_avx2(xp, C.long(x.Stride), C.int(x.R), C.int(w.K), unsafe.Pointer(&w.BF16[0]), 16,
 			C.int(n0), C.int(n1), yp, C.long(o.Stride))
 	case backend.I8, backend.I4:
-		bits, g := 8, w.GroupSize
-		if w.DType == backend.I4 {
-			if n0%8 != 0 {
-				return false
-			}
-			bits = 4
+		if w.DType == backend.I4 && n0%8 != 0 {
+			return false
 		}
-		if g == 0 {
-			g = w.K
-		}
-		var scratch *C.float
-		if x.R > decodeRows {
-			s := make([]float32, 2*x.R*64)
-			scratch = fptr(s, 0)
-		}
-		C.dsg_qlinear_avx2(xp, C.long(x.Stride), C.int(x.R), C.int(w.K), unsafe.Pointer(&w.Q[0]), C.int(bits), C.int(w.N),
-			(*C.float)(unsafe.Pointer(&w.Scale[0])), C.int(g), C.int(n0), C.int(n1), yp, C.long(o.Stride), scratch)
+		qKernel(o, x, w, 0, w.K, n0, n1, xc0)
 	default:
 		return false
 	}
 	return true
+}
+
+// qKernel computes, over input rows [k0, k1) of a quantized weight, out[:, 0:n1-n0] =
+// x[:, xc0+k0:xc0+k1] · W[n0:n1, k0:k1]ᵀ (fast.h gives the exact arithmetic). n0 is a
+// multiple of 8 for int4; x has at least one row.
+func qKernel(o, x *backend.HostTensor, w *backend.HostWeight, k0, k1, n0, n1, xc0 int) {
+	bits, g := 8, w.GroupSize
+	if w.DType == backend.I4 {
+		bits = 4
+	}
+	if g == 0 {
+		g = w.K
+	}
+	n := 2 * x.R * 64
+	if x.R <= decodeRows {
+		n = (2*x.R + 1) * ((n1 - n0 + 63) &^ 63)
+	}
+	scratch := make([]float32, n)
+	C.dsg_qlinear_avx2(fptr(x.Data, x.Off+xc0), C.long(x.Stride), C.int(x.R), unsafe.Pointer(&w.Q[0]), C.int(bits), C.int(w.N),
+		(*C.float)(unsafe.Pointer(&w.Scale[0])), C.int(g), C.int(k0), C.int(k1), C.int(n0), C.int(n1), fptr(o.Data, o.Off),
+		C.long(o.Stride), fptr(scratch, 0))
 }
 
 // streamRead sums p (len a multiple of 64) with vector loads: the bandwidth probe.

@@ -20,6 +20,11 @@ func fastKernel(isa int, o, x *backend.HostTensor, w *backend.HostWeight, n0, n1
 	return false
 }
 
+// qKernel is never called without cgo (fastKernel reports false first).
+func qKernel(o, x *backend.HostTensor, w *backend.HostWeight, k0, k1, n0, n1, xc0 int) {
+	linearKernel(o, x, w, n0, n1, xc0)
+}
+
 // streamRead sums p in 8 lanes (the bandwidth probe's pure-Go twin).
 func streamRead(p []float32, isa int) float32 {
 	var s [8]float32

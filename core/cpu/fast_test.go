@@ -121,6 +121,9 @@ func TestFastLinear(t *testing.T) {
 		{backend.I4, 264, 100, 32},
 		{backend.I4, 8, 129, 128},
 		{backend.I4, 1096, 75, 64},
+		{backend.I8, 70, 1100, 0},   // k split in two ranges (kParts)
+		{backend.I4, 72, 1030, 128}, // k split with a partial last group
+		{backend.I4, 16, 1153, 0},
 	}
 	for _, isa := range isas() {
 		for _, th := range []int{1, 3} {
@@ -172,6 +175,35 @@ func TestFastHeadGrouped(t *testing.T) {
 			_ = ref.GroupedLinear(wantG, xg, ws, counts)
 			if e := relErr(read(t, cb, yg), wantG.Data); e > 1e-5 {
 				t.Fatalf("%s %v grouped rel err %g", isa, d, e)
+			}
+		}
+	}
+}
+
+// TestThreadsAgree: the fast kernels give the same bits for any thread count.
+func TestThreadsAgree(t *testing.T) {
+	r := rand.New(rand.NewPCG(41, 42))
+	for _, d := range []backend.DType{backend.I8, backend.I4, backend.BF16} {
+		hw := randWeight(r, d, 136, 1111, 0)
+		x, _ := guarded(6, 1111, r, true)
+		var first []float32
+		for _, th := range []int{1, 2, 3} {
+			cb := isaGroup(t, "", th)
+			w, _ := cb.LoadWeight(hw)
+			for _, m := range []int{1, 6} {
+				xs, _ := backend.SliceHost(x, 0, m, 0, 1111)
+				y, _ := backend.NewHostTensor(m, 136)
+				if err := cb.Linear(y, xs, w); err != nil {
+					t.Fatal(err)
+				}
+				if first == nil {
+					first = append([]float32(nil), y.Data...)
+				}
+				for j := range y.Data[:136] {
+					if y.Data[j] != first[j] {
+						t.Fatalf("%v threads %d rows %d col %d: %v, want %v", d, th, m, j, y.Data[j], first[j])
+					}
+				}
 			}
 		}
 	}
