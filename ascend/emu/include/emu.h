@@ -101,8 +101,9 @@ EMU_API int emu_dev_block(const void *p, size_t *avail);
 EMU_API int emu_current_device(void);
 EMU_API int emu_stream_enqueue(aclrtStream s, const char *name, emu_task_fn fn, void *arg, void (*free_arg)(void *));
 EMU_API int emu_stream_device(aclrtStream s);
-EMU_API void emu_dev_enter(void);
-EMU_API void emu_dev_leave(void);
+/* emu_alias maps a device address to the emulator's read-write view of it (other
+ * pointers are returned unchanged). */
+EMU_API void *emu_alias(const void *p);
 EMU_API int emu_initialized(void);
 
 /* ---- element helpers shared by the op and collective libraries (static copies) ---- */

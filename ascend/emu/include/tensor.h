@@ -16,5 +16,10 @@ EMU_HIDDEN int64_t *emu_load_i64(const aclTensor *t);
 EMU_HIDDEN void emu_store_f32(const aclTensor *t, const float *src);
 EMU_HIDDEN void emu_store_i64(const aclTensor *t, const int64_t *src);
 EMU_HIDDEN int emu_is_float(int dt);
+/* element access by element offset (offset + Σ index·stride) */
+EMU_HIDDEN double emu_get(const aclTensor *t, int64_t e);
+EMU_HIDDEN void emu_put(const aclTensor *t, int64_t e, double v);
+/* element offset of linear index li (row-major over the view) */
+EMU_HIDDEN int64_t emu_elem_off(const aclTensor *t, int64_t li);
 EMU_HIDDEN float emu_round_to(int dt, float v);
 #endif

@@ -131,7 +131,7 @@ int emu_check_tensor(const char *op, const char *what, const aclTensor *t) {
 }
 
 /* element offset of linear index li (row-major over view dims) */
-static int64_t elem_off(const aclTensor *t, int64_t li) {
+int64_t emu_elem_off(const aclTensor *t, int64_t li) {
   int64_t off = t->offset;
   for (int d = t->nd - 1; d >= 0; d--) {
     int64_t q = li % t->dims[d];
@@ -141,7 +141,7 @@ static int64_t elem_off(const aclTensor *t, int64_t li) {
   return off;
 }
 
-static double get(const aclTensor *t, int64_t e) {
+double emu_get(const aclTensor *t, int64_t e) {
   const char *p = t->data;
   switch (t->dtype) {
   case ACL_FLOAT: return ((const float *)p)[e];
@@ -162,7 +162,7 @@ static double get(const aclTensor *t, int64_t e) {
   return 0;
 }
 
-static void put(const aclTensor *t, int64_t e, double v) {
+void emu_put(const aclTensor *t, int64_t e, double v) {
   char *p = t->data;
   switch (t->dtype) {
   case ACL_FLOAT: ((float *)p)[e] = (float)v; break;
@@ -191,11 +191,34 @@ float emu_round_to(int dt, float v) {
   return v;
 }
 
+/* odometer over the view: calls fn(element offset, linear index) in row-major order */
+#define FOR_VIEW(t, OFF, LI, BODY)                                              \
+  do {                                                                          \
+    int64_t _n = emu_numel(t), _c[EMU_MAX_DIMS] = {0}, OFF = (t)->offset;       \
+    for (int64_t LI = 0; LI < _n; LI++) {                                       \
+      BODY;                                                                     \
+      for (int _d = (t)->nd - 1; _d >= 0; _d--) {                               \
+        OFF += (t)->strides[_d];                                                \
+        if (++_c[_d] < (t)->dims[_d]) break;                                    \
+        OFF -= (t)->strides[_d] * (t)->dims[_d];                                \
+        _c[_d] = 0;                                                             \
+      }                                                                         \
+    }                                                                           \
+  } while (0)
+
 float *emu_load_f32(const aclTensor *t) {
   int64_t n = emu_numel(t);
   float *r = malloc((size_t)(n ? n : 1) * sizeof *r);
   if (!r) return NULL;
-  for (int64_t i = 0; i < n; i++) r[i] = (float)get(t, elem_off(t, i));
+  if (t->dtype == ACL_BF16) {
+    const uint16_t *p = t->data;
+    FOR_VIEW(t, off, li, r[li] = emu_bf16_to_f32(p[off]));
+  } else if (t->dtype == ACL_FLOAT) {
+    const float *p = t->data;
+    FOR_VIEW(t, off, li, r[li] = p[off]);
+  } else {
+    FOR_VIEW(t, off, li, r[li] = (float)emu_get(t, off));
+  }
   return r;
 }
 
@@ -204,23 +227,31 @@ int64_t *emu_load_i64(const aclTensor *t) {
   int64_t *r = malloc((size_t)(n ? n : 1) * sizeof *r);
   if (!r) return NULL;
   if (t->dtype == ACL_INT64) {
-    for (int64_t i = 0; i < n; i++) r[i] = ((const int64_t *)t->data)[elem_off(t, i)];
+    const int64_t *p = t->data;
+    FOR_VIEW(t, off, li, r[li] = p[off]);
   } else {
-    for (int64_t i = 0; i < n; i++) r[i] = (int64_t)get(t, elem_off(t, i));
+    FOR_VIEW(t, off, li, r[li] = (int64_t)emu_get(t, off));
   }
   return r;
 }
 
 void emu_store_f32(const aclTensor *t, const float *src) {
-  int64_t n = emu_numel(t);
-  for (int64_t i = 0; i < n; i++) put(t, elem_off(t, i), src[i]);
+  if (t->dtype == ACL_BF16) {
+    uint16_t *p = t->data;
+    FOR_VIEW(t, off, li, p[off] = emu_f32_to_bf16(src[li]));
+  } else if (t->dtype == ACL_FLOAT) {
+    float *p = t->data;
+    FOR_VIEW(t, off, li, p[off] = src[li]);
+  } else {
+    FOR_VIEW(t, off, li, emu_put(t, off, src[li]));
+  }
 }
 
 void emu_store_i64(const aclTensor *t, const int64_t *src) {
-  int64_t n = emu_numel(t);
   if (t->dtype == ACL_INT64) {
-    for (int64_t i = 0; i < n; i++) ((int64_t *)t->data)[elem_off(t, i)] = src[i];
+    int64_t *p = t->data;
+    FOR_VIEW(t, off, li, p[off] = src[li]);
     return;
   }
-  for (int64_t i = 0; i < n; i++) put(t, elem_off(t, i), (double)src[i]);
+  FOR_VIEW(t, off, li, emu_put(t, off, (double)src[li]));
 }

@@ -276,8 +276,8 @@ static int run_coll(void *arg, char *err, size_t errlen) {
              (unsigned long long)a->count, (unsigned long long)g->count);
     return HCCL_E_PARA;
   }
-  g->send[a->c.rank] = a->send;
-  g->recv[a->c.rank] = a->recv;
+  g->send[a->c.rank] = emu_alias(a->send);
+  g->recv[a->c.rank] = emu_alias(a->recv);
   unsigned long my = g->gen;
   int rc = 0;
   if (++g->arrived == g->n) {

@@ -96,7 +96,12 @@ static aclnnStatus finish_phase1(exec_t *e, uint64_t ws, uint64_t *workspaceSize
 
 static int run_task(void *arg, char *err, size_t errlen) {
   exec_t *e = arg;
-  return e->run(e, e->wsptr, err, errlen);
+  /* Operators reach device memory through the emulator's read-write alias. */
+  for (int i = 0; i < MAXT; i++)
+    if (e->t[i].magic) e->t[i].data = emu_alias(e->t[i].data);
+  for (int l = 0; l < MAXL; l++)
+    for (int i = 0; i < e->ln[l]; i++) e->l[l][i].data = emu_alias(e->l[l][i].data);
+  return e->run(e, emu_alias(e->wsptr), err, errlen);
 }
 
 static aclnnStatus phase2(const char *op, void *workspace, uint64_t workspaceSize, aclOpExecutor *executor, aclrtStream stream) {
@@ -183,24 +188,22 @@ static int run_embedding(exec_t *e, void *ws, char *err, size_t errlen) {
   aclTensor *w = &e->t[0], *idx = &e->t[1], *out = &e->t[2];
   int64_t V = w->dims[0], D = w->dims[1], n = emu_numel(idx);
   int64_t *ix = emu_load_i64(idx);
-  float *wf = emu_load_f32(w), *of = malloc((size_t)(n * D + 1) * sizeof *of);
+  float *of = malloc((size_t)(n * D + 1) * sizeof *of);
   int rc = 0;
-  if (!ix || !wf || !of) {
+  if (!ix || !of) {
     rc = ACLNN_ERR_INNER;
     snprintf(err, errlen, "out of host memory");
-  } else {
-    for (int64_t i = 0; i < n && !rc; i++) {
-      if (ix[i] < 0 || ix[i] >= V) {
-        snprintf(err, errlen, "index %lld out of range [0,%lld)", (long long)ix[i], (long long)V);
-        rc = ACLNN_ERR_RUNTIME_ERROR;
-        break;
-      }
-      memcpy(of + i * D, wf + ix[i] * D, (size_t)D * sizeof *of);
-    }
-    if (!rc) emu_store_f32(out, of);
   }
+  for (int64_t i = 0; i < n && !rc; i++) {
+    if (ix[i] < 0 || ix[i] >= V) {
+      snprintf(err, errlen, "index %lld out of range [0,%lld)", (long long)ix[i], (long long)V);
+      rc = ACLNN_ERR_RUNTIME_ERROR;
+      break;
+    }
+    for (int64_t k = 0; k < D; k++) of[i * D + k] = (float)emu_get(w, w->offset + ix[i] * w->strides[0] + k * w->strides[1]);
+  }
+  if (!rc) emu_store_f32(out, of);
   free(ix);
-  free(wf);
   free(of);
   return rc;
 }
@@ -230,22 +233,21 @@ static int run_index_select(exec_t *e, void *ws, char *err, size_t errlen) {
   for (int i = 0; i < dim; i++) outer *= x->dims[i];
   for (int i = dim + 1; i < x->nd; i++) inner *= x->dims[i];
   int64_t *ix = emu_load_i64(idx);
-  float *xf = emu_load_f32(x), *of = malloc((size_t)(outer * n * inner + 1) * sizeof *of);
+  float *of = malloc((size_t)(outer * n * inner + 1) * sizeof *of);
   int rc = 0;
-  if (!ix || !xf || !of) rc = ACLNN_ERR_INNER;
+  if (!ix || !of) rc = ACLNN_ERR_INNER;
   for (int64_t j = 0; !rc && j < n; j++)
     if (ix[j] < 0 || ix[j] >= D) {
       snprintf(err, errlen, "index %lld out of range [0,%lld)", (long long)ix[j], (long long)D);
       rc = ACLNN_ERR_RUNTIME_ERROR;
     }
-  if (!rc) {
+  if (!rc) { /* read only the selected slices */
     for (int64_t o = 0; o < outer; o++)
       for (int64_t j = 0; j < n; j++)
-        memcpy(of + (o * n + j) * inner, xf + (o * D + ix[j]) * inner, (size_t)inner * sizeof *of);
+        for (int64_t i = 0; i < inner; i++) of[(o * n + j) * inner + i] = (float)emu_get(x, emu_elem_off(x, (o * D + ix[j]) * inner + i));
     emu_store_f32(out, of);
   }
   free(ix);
-  free(xf);
   free(of);
   return rc;
 }
@@ -319,6 +321,31 @@ static int run_matmul(exec_t *e, void *ws, char *err, size_t errlen) {
   aclTensor *a = &e->t[0], *b = &e->t[1], *o = &e->t[2];
   int64_t m = a->dims[a->nd - 2], k = a->dims[a->nd - 1], n = b->dims[b->nd - 1];
   int64_t ba = emu_numel(a) / (m * k), bb = emu_numel(b) / (k * n), bo = ba > bb ? ba : bb;
+  if (b->nd == 2 && b->strides[0] == 1 && (b->dtype == ACL_BF16 || b->dtype == ACL_FLOAT)) {
+    /* mat2 is the transposed view of a row-major (n, k) weight: dot products over its
+     * contiguous rows, without converting the whole weight first. */
+    float *af = emu_load_f32(a), *of = malloc((size_t)(bo * m * n + 1) * sizeof *of), *wr = malloc((size_t)k * sizeof *wr);
+    if (!af || !of || !wr) {
+      free(af), free(of), free(wr);
+      RUNERR("out of host memory");
+    }
+    for (int64_t j = 0; j < n; j++) {
+      int64_t base = b->offset + j * b->strides[1];
+      if (b->dtype == ACL_BF16)
+        for (int64_t p = 0; p < k; p++) wr[p] = emu_bf16_to_f32(((const uint16_t *)b->data)[base + p]);
+      else
+        memcpy(wr, (const float *)b->data + base, (size_t)k * sizeof *wr);
+      for (int64_t r = 0; r < bo * m; r++) {
+        const float *ar = af + r * k;
+        float acc = 0;
+        for (int64_t p = 0; p < k; p++) acc += ar[p] * wr[p];
+        of[r * n + j] = acc;
+      }
+    }
+    emu_store_f32(o, of);
+    free(af), free(of), free(wr);
+    return 0;
+  }
   float *af = emu_load_f32(a), *bf = emu_load_f32(b), *of = calloc((size_t)(bo * m * n + 1), sizeof *of);
   if (!af || !bf || !of) {
     free(af), free(bf), free(of);
@@ -1171,9 +1198,9 @@ static int run_index_copy(exec_t *e, void *ws, char *err, size_t errlen) {
   for (int i = 0; i < dim; i++) outer *= self->dims[i];
   for (int i = dim + 1; i < self->nd; i++) inner *= self->dims[i];
   int64_t *ix = emu_load_i64(idx);
-  float *sf = emu_load_f32(self), *xf = emu_load_f32(src);
+  float *xf = emu_load_f32(src);
   int rc = 0;
-  if (!ix || !sf || !xf) {
+  if (!ix || !xf) {
     snprintf(err, errlen, "out of host memory");
     rc = ACLNN_ERR_INNER;
     goto out;
@@ -1184,11 +1211,12 @@ static int run_index_copy(exec_t *e, void *ws, char *err, size_t errlen) {
       rc = ACLNN_ERR_RUNTIME_ERROR;
       goto out;
     }
+  /* write only the addressed slices */
   for (int64_t o = 0; o < outer; o++)
-    for (int64_t j = 0; j < n; j++) memcpy(sf + (o * D + ix[j]) * inner, xf + (o * n + j) * inner, (size_t)inner * sizeof *sf);
-  emu_store_f32(self, sf);
+    for (int64_t j = 0; j < n; j++)
+      for (int64_t i = 0; i < inner; i++) emu_put(self, emu_elem_off(self, (o * D + ix[j]) * inner + i), xf[(o * n + j) * inner + i]);
 out:
-  free(ix), free(sf), free(xf);
+  free(ix), free(xf);
   return rc;
 }
 EMU_API aclnnStatus aclnnInplaceIndexCopyGetWorkspaceSize(aclTensor *selfRef, int64_t dim, const aclTensor *index, const aclTensor *source,

@@ -1,9 +1,10 @@
 /* runtime.c — libascendcl.so of the CANN emulator: init, devices, streams, device memory
  * and copies (acl_rt.h subset, CANN 8.1.RC1).
  *
- * Device memory lives in one reserved arena that is PROT_NONE except while the emulator
- * itself touches it (copies, queued stream work at synchronize). A host read of a device
- * pointer therefore faults, as it would on an NPU. Work enqueued on a stream (async
+ * Device memory is one shared-memory file mapped twice: the addresses handed out by
+ * aclrtMalloc lie in a PROT_NONE mapping, so a host read of a device pointer always
+ * faults, as it would on an NPU; the emulator itself reaches the same pages through a
+ * second, read-write alias mapping (emu_alias). Work enqueued on a stream (async
  * copies, aclnn phase 2, HCCL collectives) runs only at aclrtSynchronizeStream, so a
  * missing synchronize yields stale data, not lucky data. */
 
@@ -14,7 +15,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 static __thread char t_err[1024];
 static __thread int t_device = -1;
@@ -38,11 +41,12 @@ static struct {
   pthread_mutex_t mu; /* guards everything below */
   int inited;
   int ndev;
-  char *arena;
+  char *arena; /* device addresses: PROT_NONE */
+  char *alias; /* the same pages, read-write, for the emulator */
+  int fd;
   size_t arena_size, top;
   block_t *blocks;
   size_t nblocks, capblocks;
-  int active; /* threads currently inside emu_dev_enter */
 } g = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
 EMU_API int emu_initialized(void) { return g.inited; }
@@ -67,13 +71,24 @@ EMU_API aclError aclInit(const char *configPath) {
   }
   if (!g.arena) {
     g.arena_size = env_size("DSGATE_EMU_DEVICE_BYTES", (size_t)64 << 30);
-    void *p = mmap(NULL, g.arena_size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (p == MAP_FAILED) {
+    int fd = memfd_create("dsgate-emu-device", MFD_CLOEXEC);
+    void *p = MAP_FAILED, *q = MAP_FAILED;
+    if (fd >= 0 && ftruncate(fd, (off_t)g.arena_size) == 0) {
+      p = mmap(NULL, g.arena_size, PROT_NONE, MAP_SHARED | MAP_NORESERVE, fd, 0);
+      q = mmap(NULL, g.arena_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd, 0);
+    }
+    if (p == MAP_FAILED || q == MAP_FAILED) {
+      int e = errno;
+      if (p != MAP_FAILED) munmap(p, g.arena_size);
+      if (q != MAP_FAILED) munmap(q, g.arena_size);
+      if (fd >= 0) close(fd);
       pthread_mutex_unlock(&g.mu);
-      emu_set_err("aclInit: cannot reserve %zu bytes of emulated device memory: %s", g.arena_size, strerror(errno));
+      emu_set_err("aclInit: cannot map %zu bytes of emulated device memory: %s", g.arena_size, strerror(e));
       return ACL_ERROR_BAD_ALLOC;
     }
     g.arena = p;
+    g.alias = q;
+    g.fd = fd;
   }
   g.ndev = (int)env_size("DSGATE_EMU_DEVICE_COUNT", 8);
   g.inited = 1;
@@ -127,18 +142,13 @@ EMU_API aclError aclrtResetDevice(int32_t id) {
 
 EMU_API int emu_current_device(void) { return t_device; }
 
-/* ---------------- device access window ---------------- */
-EMU_API void emu_dev_enter(void) {
-  pthread_mutex_lock(&g.mu);
-  if (g.active++ == 0 && g.top) mprotect(g.arena, g.top, PROT_READ | PROT_WRITE);
-  pthread_mutex_unlock(&g.mu);
+/* ---------------- device access ---------------- */
+EMU_API void *emu_alias(const void *p) {
+  const char *c = p;
+  if (g.arena && c >= g.arena && c < g.arena + g.arena_size) return g.alias + (c - g.arena);
+  return (void *)p;
 }
 
-EMU_API void emu_dev_leave(void) {
-  pthread_mutex_lock(&g.mu);
-  if (--g.active == 0 && g.top) mprotect(g.arena, g.top, PROT_NONE);
-  pthread_mutex_unlock(&g.mu);
-}
 
 /* ---------------- device memory ---------------- */
 static size_t find_block(size_t off) { /* index of the block containing off, or nblocks */
@@ -219,7 +229,6 @@ EMU_API aclError aclrtMalloc(void **devPtr, size_t size, int policy) {
   if (insert_block(g.nblocks, nb)) goto oom;
   *devPtr = g.arena + g.top;
   g.top += rounded;
-  if (g.active) mprotect(g.arena, g.top, PROT_READ | PROT_WRITE); /* mprotect needs a page-aligned start */
   pthread_mutex_unlock(&g.mu);
   return ACL_SUCCESS;
 oom:
@@ -241,7 +250,8 @@ EMU_API aclError aclrtFree(void *devPtr) {
   block_t *b = &g.blocks[i];
   b->used = 0;
   b->req = 0;
-  if (b->size >= (1u << 20)) madvise(g.arena + b->off, b->size, MADV_DONTNEED);
+  if (b->size >= (1u << 20)) /* return the pages (and zero them) */
+    fallocate(g.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)b->off, (off_t)b->size);
   /* coalesce with free neighbours */
   if (i + 1 < g.nblocks && !g.blocks[i + 1].used) {
     b->size += g.blocks[i + 1].size;
@@ -329,9 +339,7 @@ EMU_API aclError aclrtMemcpy(void *dst, size_t destMax, const void *src, size_t 
   NEED_INIT("aclrtMemcpy");
   int rc = check_copy("aclrtMemcpy", dst, destMax, src, count, kind);
   if (rc) return rc;
-  emu_dev_enter();
-  memmove(dst, src, count);
-  emu_dev_leave();
+  memmove(emu_alias(dst), emu_alias(src), count);
   return ACL_SUCCESS;
 }
 
@@ -339,7 +347,7 @@ static int run_copy(void *arg, char *err, size_t errlen) {
   (void)err;
   (void)errlen;
   copy_t *c = arg;
-  memmove(c->dst, c->src, c->n);
+  memmove(emu_alias(c->dst), emu_alias(c->src), c->n);
   return 0;
 }
 
@@ -368,7 +376,7 @@ static int run_set(void *arg, char *err, size_t errlen) {
   (void)err;
   (void)errlen;
   set_t *s = arg;
-  memset(s->dst, s->v, s->n);
+  memset(emu_alias(s->dst), s->v, s->n);
   return 0;
 }
 
@@ -456,7 +464,6 @@ EMU_API aclError aclrtSynchronizeStream(aclrtStream st) {
   }
   int rc = ACL_SUCCESS;
   char msg[768];
-  emu_dev_enter();
   for (size_t i = 0; i < s->n; i++) {
     task_t *t = &s->q[i];
     if (rc == ACL_SUCCESS) {
@@ -469,7 +476,6 @@ EMU_API aclError aclrtSynchronizeStream(aclrtStream st) {
     }
     if (t->free_arg) t->free_arg(t->arg);
   }
-  emu_dev_leave();
   s->n = 0;
   return rc;
 }
