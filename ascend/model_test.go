@@ -93,15 +93,23 @@ func compare(t *testing.T, ckpt string, world int, precision string) []float64 {
 			t.Fatal(err)
 		}
 		errs = append(errs, l2rel(g[0], w[0]))
-		next := int32(0)
-		for i, v := range w[0] {
-			if v > w[0][next] {
-				next = int32(i)
-			}
+		next, gnext := argmax(w[0]), argmax(g[0])
+		if precision == "f32" && next != gnext {
+			t.Errorf("decode step %d: greedy token %d on the NPU, %d on the CPU", step, gnext, next)
 		}
 		seq = []model.Seq{{Tokens: []int32{next}, Pos: seq[0].Pos + len(seq[0].Tokens), Blocks: blocks}}
 	}
 	return errs
+}
+
+func argmax(v []float32) int32 {
+	best := 0
+	for i, x := range v {
+		if x > v[best] {
+			best = i
+		}
+	}
+	return int32(best)
 }
 
 // summary returns the worst and the median error.
