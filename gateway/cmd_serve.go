@@ -2,12 +2,10 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"os/signal"
 	"path/filepath"
 	"strings"
@@ -17,11 +15,7 @@ import (
 	"github.com/caarlos0/env/v11"
 	"github.com/spf13/pflag"
 
-	"github.com/dsgate/dsgate/ascend"
 	"github.com/dsgate/dsgate/configs"
-	"github.com/dsgate/dsgate/core/engine"
-	"github.com/dsgate/dsgate/core/model"
-	"github.com/dsgate/dsgate/core/tokenizer"
 	"github.com/dsgate/dsgate/extensions"
 	"github.com/dsgate/dsgate/gateway/api"
 	"github.com/dsgate/dsgate/gateway/api/adapt"
@@ -49,6 +43,8 @@ type serveOptions struct {
 	CORSOrigins   []string      `env:"CORS_ORIGINS" envSeparator:","`
 	Tokenizer     string        `env:"TOKENIZER"`
 	CANNHome      string        `env:"CANN_HOME"`
+	KVBlockSize   int           `env:"KV_BLOCK_SIZE"`
+	KVBlocks      int           `env:"KV_BLOCKS"`
 	// Secrets come only from the environment, never from flags (visible in ps).
 	APIKeys  []string `env:"API_KEYS" envSeparator:","`
 	AdminKey string   `env:"ADMIN_KEY"`
@@ -56,7 +52,7 @@ type serveOptions struct {
 
 func defaultServeOptions() serveOptions {
 	return serveOptions{ModelName: "deepseek_v3", Backend: "cpu", WorldSize: 1, Addr: "127.0.0.1:8080",
-		SessionTTL: sessions.DefaultTTL, DrainTimeout: 30 * time.Second, MaxQueue: 256, MaxBodyBytes: 4 << 20}
+		KVBlockSize: 16, SessionTTL: sessions.DefaultTTL, DrainTimeout: 30 * time.Second, MaxQueue: 256, MaxBodyBytes: 4 << 20}
 }
 
 func runServe(cenv *cmdEnv, args []string) error {
@@ -96,6 +92,8 @@ func parseServe(cenv *cmdEnv, args []string) (serveOptions, *pflag.FlagSet, *con
 	fs.StringSliceVar(&o.CORSOrigins, "cors-origins", o.CORSOrigins, "browser origins allowed by CORS (comma-separated, * for any)")
 	fs.StringVar(&o.Tokenizer, "tokenizer", o.Tokenizer, "tokenizer folder (default: the checkpoint folder if it has tokenizer.json, else the fetched DeepSeek-V3 tokenizer)")
 	fs.StringVar(&o.CANNHome, "cann-home", o.CANNHome, "CANN toolkit folder for --backend ascend (default ASCEND_TOOLKIT_HOME)")
+	fs.IntVar(&o.KVBlockSize, "kv-block-size", o.KVBlockSize, "tokens per KV-cache block")
+	fs.IntVar(&o.KVBlocks, "kv-blocks", o.KVBlocks, "KV-cache blocks per layer (0 = max_batch_size*max_seq_len worth)")
 	overrides := configs.RegisterOverrides(fs)
 	lf := addLogFlags(fs, cenv)
 	if err := fs.Parse(args); err != nil {
@@ -108,65 +106,16 @@ func parseServe(cenv *cmdEnv, args []string) (serveOptions, *pflag.FlagSet, *con
 }
 
 func serve(ctx context.Context, cenv *cmdEnv, o serveOptions, fs *pflag.FlagSet, overrides *configs.Overrides, log *slog.Logger) error {
-	if o.CkptPath == "" {
-		return errors.New("--ckpt-path is required (make one with: gateway init-demo DIR)")
-	}
-	// model config: file, then GATEWAY_* variables, then flags
-	var cfg configs.Model
-	var err error
-	if o.ConfigPath != "" {
-		cfg, err = configs.LoadFile(o.ConfigPath)
-	} else {
-		cfg, err = configs.FromCheckpoint(o.CkptPath)
-	}
+	st, err := loadStack(ctx, cenv.environ, stackOptions{
+		CkptPath: o.CkptPath, ConfigPath: o.ConfigPath, Backend: o.Backend, WorldSize: o.WorldSize,
+		Tokenizer: o.Tokenizer, CANNHome: o.CANNHome, BlockSize: o.KVBlockSize, KVBlocks: o.KVBlocks,
+		MaxQueue: o.MaxQueue, ModelName: o.ModelName,
+	}, overrides, log)
 	if err != nil {
 		return err
 	}
-	if err := overrides.Apply(&cfg, cenv.environ); err != nil {
-		return err
-	}
-	if err := cfg.Validate(); err != nil {
-		return err
-	}
-
-	tokDir := o.Tokenizer
-	if tokDir == "" {
-		tokDir = tokenizer.DefaultDir(cenv.environ)
-		if _, err := os.Stat(filepath.Join(o.CkptPath, "tokenizer.json")); err == nil {
-			tokDir = o.CkptPath
-		}
-	}
-	tok, err := tokenizer.Load(tokDir)
-	if err != nil {
-		return fmt.Errorf("tokenizer: %w", err)
-	}
-
-	mopt := model.Options{Backend: o.Backend, WorldSize: o.WorldSize, Logger: log}
-	switch o.Backend {
-	case "cpu", "reference":
-	case "ascend":
-		home := o.CANNHome
-		if home == "" {
-			home = ascend.DefaultHome(cenv.environ)
-		}
-		mopt.Factory = ascend.New(ascend.Options{CANNHome: home})
-	default:
-		return fmt.Errorf("--backend %q: want cpu or ascend", o.Backend)
-	}
-	start := time.Now()
-	m, err := model.Load(ctx, o.CkptPath, cfg, mopt)
-	if err != nil {
-		return fmt.Errorf("load model: %w", err)
-	}
-	defer m.Close()
-	log.Info("model loaded", "ckpt", o.CkptPath, "backend", o.Backend, "world_size", o.WorldSize, "seconds", time.Since(start).Seconds())
-
-	eng, err := engine.New(engineModel{m}, engine.Options{MaxBatchSize: cfg.MaxBatchSize, MaxQueue: o.MaxQueue,
-		EOS: []int32{tok.EOS()}, NewTextStream: func() engine.TextStream { return tok.NewStreamDecoder(true) }, Logger: log})
-	if err != nil {
-		return fmt.Errorf("engine: %w", err)
-	}
-	defer eng.Close()
+	defer st.Close()
+	cfg, tok, eng := st.cfg, st.tok, st.eng
 
 	var store sessions.Store
 	sopt := sessions.Options{TTL: o.SessionTTL}
@@ -250,21 +199,6 @@ func serve(ctx context.Context, cenv *cmdEnv, o serveOptions, fs *pflag.FlagSet,
 	log.Info("stopped")
 	return nil
 }
-
-// engineModel presents *model.Model as engine.Model (the two packages each define Seq).
-type engineModel struct{ m *model.Model }
-
-func (a engineModel) Forward(ctx context.Context, seqs []engine.Seq) ([][]float32, error) {
-	ms := make([]model.Seq, len(seqs))
-	for i, s := range seqs {
-		ms[i] = model.Seq(s)
-	}
-	return a.m.Forward(ctx, ms)
-}
-func (a engineModel) BlockSize() int { return a.m.BlockSize() }
-func (a engineModel) NumBlocks() int { return a.m.NumBlocks() }
-func (a engineModel) VocabSize() int { return a.m.VocabSize() }
-func (a engineModel) MaxSeqLen() int { return a.m.MaxSeqLen() }
 
 // listenAddr is the address to listen on: in open dev mode a non-loopback address is
 // replaced by loopback unless it came from the --addr flag itself.

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"time"
 
 	"github.com/dsgate/dsgate/ascend"
 	"github.com/dsgate/dsgate/configs"
@@ -62,41 +63,30 @@ func addModelFlags(fs *pflag.FlagSet, env *cmdEnv) *modelFlags {
 	}
 }
 
-// config resolves the model configuration: --config-path or the checkpoint's
-// config.json, then GATEWAY_* variables, then flags.
-func (mf *modelFlags) config(env *cmdEnv) (configs.Model, error) {
-	if *mf.ckptPath == "" {
-		return configs.Model{}, errors.New("--ckpt-path is required (a checkpoint folder; `gateway init-demo DIR` makes a small one)")
+// options turns the flags into the loader's options.
+func (mf *modelFlags) options() stackOptions {
+	return stackOptions{
+		CkptPath: *mf.ckptPath, ConfigPath: *mf.configPath, Backend: *mf.backend, WorldSize: *mf.worldSize,
+		Tokenizer: *mf.tokenizer, CANNHome: *mf.cannHome, BlockSize: *mf.blockSize, KVBlocks: *mf.kvBlocks,
+		MaxQueue: *mf.maxQueue, ModelName: *mf.modelName,
 	}
-	var cfg configs.Model
-	var err error
-	if *mf.configPath != "" {
-		cfg, err = configs.LoadFile(*mf.configPath)
-	} else {
-		cfg, err = configs.FromCheckpoint(*mf.ckptPath)
-	}
-	if err != nil {
-		return cfg, err
-	}
-	if err := mf.overrides.Apply(&cfg, env.environ); err != nil {
-		return cfg, err
-	}
-	if err := cfg.Validate(); err != nil {
-		return cfg, err
-	}
-	return cfg, cfg.CheckWorldSize(*mf.worldSize)
 }
 
-// tokenizerDir picks the tokenizer folder: --tokenizer, else the checkpoint folder when it
-// has tokenizer.json, else the dsgate cache.
-func (mf *modelFlags) tokenizerDir(env *cmdEnv) string {
-	if *mf.tokenizer != "" {
-		return *mf.tokenizer
-	}
-	if _, err := os.Stat(filepath.Join(*mf.ckptPath, "tokenizer.json")); err == nil {
-		return *mf.ckptPath
-	}
-	return tokenizer.DefaultDir(env.environ)
+// load builds the in-process stack from the flags.
+func (mf *modelFlags) load(ctx context.Context, env *cmdEnv, log *slog.Logger) (*stack, error) {
+	return loadStack(ctx, env.environ, mf.options(), mf.overrides, log)
+}
+
+// stackOptions say where the model is and how to run it (serve, batch and chat).
+type stackOptions struct {
+	CkptPath, ConfigPath string
+	Backend              string // cpu, reference or ascend
+	WorldSize            int
+	Tokenizer            string // folder; default: the checkpoint's, then the dsgate cache
+	CANNHome             string // for ascend; default ASCEND_TOOLKIT_HOME
+	BlockSize, KVBlocks  int    // KV cache geometry (0 = the model's defaults)
+	MaxQueue             int
+	ModelName            string
 }
 
 // stack is the in-process inference stack a subcommand runs on.
@@ -107,43 +97,77 @@ type stack struct {
 	tok   *tokenizer.Tokenizer
 }
 
-// load builds the stack: tokenizer, model (weights on every rank) and engine.
-func (mf *modelFlags) load(ctx context.Context, env *cmdEnv, log *slog.Logger) (*stack, error) {
-	cfg, err := mf.config(env)
+// modelConfig resolves the model configuration: ConfigPath or the checkpoint's
+// config.json, then GATEWAY_* variables, then flags.
+func modelConfig(environ map[string]string, o stackOptions, overrides *configs.Overrides) (configs.Model, error) {
+	if o.CkptPath == "" {
+		return configs.Model{}, errors.New("--ckpt-path is required (a checkpoint folder; `gateway init-demo DIR` makes a small one)")
+	}
+	var cfg configs.Model
+	var err error
+	if o.ConfigPath != "" {
+		cfg, err = configs.LoadFile(o.ConfigPath)
+	} else {
+		cfg, err = configs.FromCheckpoint(o.CkptPath)
+	}
+	if err != nil {
+		return cfg, err
+	}
+	if err := overrides.Apply(&cfg, environ); err != nil {
+		return cfg, err
+	}
+	if err := cfg.Validate(); err != nil {
+		return cfg, err
+	}
+	return cfg, cfg.CheckWorldSize(max(1, o.WorldSize))
+}
+
+// loadStack builds the stack: tokenizer, model (weights on every rank) and engine.
+func loadStack(ctx context.Context, environ map[string]string, o stackOptions, overrides *configs.Overrides, log *slog.Logger) (*stack, error) {
+	cfg, err := modelConfig(environ, o, overrides)
 	if err != nil {
 		return nil, err
 	}
-	tok, err := tokenizer.Load(mf.tokenizerDir(env))
+	tokDir := o.Tokenizer
+	if tokDir == "" {
+		tokDir = tokenizer.DefaultDir(environ)
+		if _, err := os.Stat(filepath.Join(o.CkptPath, "tokenizer.json")); err == nil {
+			tokDir = o.CkptPath
+		}
+	}
+	tok, err := tokenizer.Load(tokDir)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("tokenizer: %w", err)
 	}
 	opt := model.Options{
-		Backend:   *mf.backend,
-		WorldSize: *mf.worldSize,
-		BlockSize: *mf.blockSize,
-		NumBlocks: *mf.kvBlocks,
+		Backend:   o.Backend,
+		WorldSize: o.WorldSize,
+		BlockSize: o.BlockSize,
+		NumBlocks: o.KVBlocks,
 		AttnImpl:  cfg.AttnImpl,
 		Logger:    log,
 	}
-	switch *mf.backend {
-	case "cpu", "reference":
+	switch o.Backend {
+	case "", "cpu", "reference":
 	case "ascend":
-		home := *mf.cannHome
+		home := o.CANNHome
 		if home == "" {
-			home = ascend.DefaultHome(env.environ)
+			home = ascend.DefaultHome(environ)
 		}
 		opt.Factory = ascend.New(ascend.Options{CANNHome: home})
 	default:
-		return nil, fmt.Errorf("--backend %q: want cpu or ascend", *mf.backend)
+		return nil, fmt.Errorf("--backend %q: want cpu or ascend", o.Backend)
 	}
-	log.Info("loading model", "name", *mf.modelName, "ckpt", *mf.ckptPath, "backend", *mf.backend, "world_size", *mf.worldSize, "layers", cfg.NLayers, "dtype", cfg.Dtype)
-	m, err := model.Load(ctx, *mf.ckptPath, cfg, opt)
+	start := time.Now()
+	m, err := model.Load(ctx, o.CkptPath, cfg, opt)
 	if err != nil {
 		return nil, fmt.Errorf("load model: %w", err)
 	}
+	log.Info("model loaded", "name", o.ModelName, "ckpt", o.CkptPath, "backend", o.Backend, "world_size", o.WorldSize,
+		"layers", cfg.NLayers, "dtype", cfg.Dtype, "seconds", time.Since(start).Seconds())
 	eng, err := engine.New(m, engine.Options{
 		MaxBatchSize:  cfg.MaxBatchSize,
-		MaxQueue:      *mf.maxQueue,
+		MaxQueue:      o.MaxQueue,
 		EOS:           []int32{tok.EOS()},
 		NewTextStream: func() engine.TextStream { return tok.NewStreamDecoder(true) },
 		Logger:        log,
