@@ -145,6 +145,7 @@ type LoadError struct {
 	MissingSymbols   []string
 }
 
+// Error lists the CANN home, the missing libraries and the missing symbols.
 func (e *LoadError) Error() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "ascend: CANN is not usable from %q (set --cann-home or ASCEND_TOOLKIT_HOME to a CANN toolkit, or build the emulator with make cann-emu)", e.Home)

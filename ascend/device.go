@@ -49,6 +49,7 @@ type Error struct {
 	Msg  string
 }
 
+// Error names the CANN function, its status and CANN's recent error message.
 func (e *Error) Error() string {
 	if e.Msg == "" {
 		return fmt.Sprintf("ascend: %s failed with status %d", e.Op, e.Code)
