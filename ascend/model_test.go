@@ -143,7 +143,7 @@ func TestQuantizedLogitsMatchCPUBackend(t *testing.T) {
 		mode  string
 		group int
 		world int
-	}{{"bf16-bf16", 0, 2}, {"bf16-int8", 0, 1}, {"bf16-int8", 0, 2}, {"bf16-int4", 0, 2}, {"bf16-int4", 32, 1}, {"bf16-int4", 32, 2}} {
+	}{{"bf16-bf16", 0, 2}, {"bf16-int8", 0, 1}, {"bf16-int8", 0, 2}, {"bf16-int8", 0, 8}, {"bf16-int4", 0, 2}, {"bf16-int4", 32, 1}, {"bf16-int4", 32, 2}, {"bf16-int4", 32, 4}} {
 		t.Run(fmt.Sprintf("%s-g%d-mp%d", tc.mode, tc.group, tc.world), func(t *testing.T) {
 			out := t.TempDir()
 			if _, err := convert.Run(context.Background(), convert.Options{Mode: tc.mode, In: in, Out: out, MP: tc.world, GroupSize: tc.group}); err != nil {
