@@ -357,3 +357,41 @@ func TestInferenceScriptStartupTypes(t *testing.T) {
 		t.Fatalf("missing --startup-type accepted: %v %s", err, out)
 	}
 }
+
+func TestBatchWithExtensions(t *testing.T) {
+	bin, ckpt := demoSetup(t)
+	build, _ := filepath.Abs("../extensions/examples/build")
+	tmpl, sampler := filepath.Join(build, "dsv3template.wasm"), filepath.Join(build, "topp.wasm")
+	for _, f := range []string{tmpl, sampler} {
+		if _, err := os.Stat(f); err != nil {
+			t.Fatalf("example module missing (make wasm-examples builds it): %v", err)
+		}
+	}
+	input := filepath.Join(t.TempDir(), "in.txt")
+	_ = os.WriteFile(input, []byte("Hello there\n日本語\n"), 0o644)
+	runBatch := func(extra ...string) []batchResult {
+		out := filepath.Join(t.TempDir(), "out.jsonl")
+		args := append([]string{"batch", input, "--ckpt-path", ckpt, "--output", out, "--max-tokens", "5", "--temperature", "0", "--log-level", "error"}, extra...)
+		if b, err := exec.Command(bin, args...).CombinedOutput(); err != nil {
+			t.Fatalf("batch %v: %v\n%s", extra, err, b)
+		}
+		data, _ := os.ReadFile(out)
+		return batchLines(t, data)
+	}
+	plain := runBatch()
+	// The WASM DeepSeek-V3 template renders what the built-in one does: same greedy text.
+	withTmpl := runBatch("--template-ext", tmpl)
+	// A top-p sampler with p tiny keeps only the most likely token: greedy again.
+	withSampler := runBatch("--sampler-ext", sampler, "--sampler-args", `{"top_p": 0.000001}`, "--seed", "1")
+	for i := range plain {
+		if withTmpl[i].Completion != plain[i].Completion || withTmpl[i].Usage.PromptTokens != plain[i].Usage.PromptTokens {
+			t.Errorf("prompt %d: template extension gave %+v, built-in %+v", i, withTmpl[i], plain[i])
+		}
+		if withSampler[i].Completion != plain[i].Completion {
+			t.Errorf("prompt %d: top-p 1e-6 sampler gave %q, greedy %q", i, withSampler[i].Completion, plain[i].Completion)
+		}
+	}
+	if b, err := exec.Command(bin, "batch", input, "--ckpt-path", ckpt, "--sampler-ext", "nosuch", "--log-level", "error").CombinedOutput(); err == nil || !strings.Contains(string(b), "nosuch") {
+		t.Fatalf("unknown extension accepted: %v %s", err, b)
+	}
+}

@@ -116,6 +116,7 @@ func runBatch(env *cmdEnv, args []string) error {
 	lf := addLogFlags(fs, env)
 	mf := addModelFlags(fs, env)
 	sf := addSamplingFlags(fs)
+	xf := addExtFlags(fs, env)
 	output := fs.String("output", "", "write one JSON object per prompt to this file instead of text on stdout")
 	raw := fs.Bool("raw", false, "send each line as raw text (BOS + line), without the chat template")
 	fs.Bool("chat", true, "apply the chat template to each line as one user turn (the default)")
@@ -154,6 +155,11 @@ func runBatch(env *cmdEnv, args []string) error {
 	if err != nil {
 		return err
 	}
+	ext, err := xf.open(ctx, s.tok, log)
+	if err != nil {
+		return err
+	}
+	defer ext.Close()
 	out := env.stdout
 	var outFile *os.File
 	if *output != "" {
@@ -170,7 +176,7 @@ func runBatch(env *cmdEnv, args []string) error {
 			progressbar.OptionShowCount(), progressbar.OptionSetPredictTime(true), progressbar.OptionClearOnFinish())
 	}
 	start := time.Now()
-	results := runPrompts(ctx, s, prompts, base, !*raw, s.cfg.MaxBatchSize, log, func(r batchResult) {
+	results := runPrompts(ctx, s, ext, prompts, base, !*raw, s.cfg.MaxBatchSize, log, func(r batchResult) {
 		if bar != nil {
 			_ = bar.Add(1)
 		}
@@ -209,11 +215,11 @@ type submitter interface {
 // runPrompts runs every prompt through the engine with at most inflight in flight and
 // calls emit with the results in input order (as soon as each one and all before it are
 // done). done is called in completion order.
-func runPrompts(ctx context.Context, s *stack, prompts []batchPrompt, base engine.Request, chat bool, inflight int, log *slog.Logger, done func(batchResult), emit func(batchResult) error) []batchResult {
-	return runPromptsWith(ctx, s.eng, s.tok, prompts, base, chat, inflight, log, done, emit)
+func runPrompts(ctx context.Context, s *stack, ext *extensionSet, prompts []batchPrompt, base engine.Request, chat bool, inflight int, log *slog.Logger, done func(batchResult), emit func(batchResult) error) []batchResult {
+	return runPromptsWith(ctx, s.eng, s.tok, ext, prompts, base, chat, inflight, log, done, emit)
 }
 
-func runPromptsWith(ctx context.Context, eng submitter, tok *tokenizer.Tokenizer, prompts []batchPrompt, base engine.Request, chat bool, inflight int, log *slog.Logger, done func(batchResult), emit func(batchResult) error) []batchResult {
+func runPromptsWith(ctx context.Context, eng submitter, tok *tokenizer.Tokenizer, ext *extensionSet, prompts []batchPrompt, base engine.Request, chat bool, inflight int, log *slog.Logger, done func(batchResult), emit func(batchResult) error) []batchResult {
 	results := make([]batchResult, len(prompts))
 	ready := make([]chan struct{}, len(prompts))
 	for i := range ready {
@@ -238,7 +244,7 @@ func runPromptsWith(ctx context.Context, eng submitter, tok *tokenizer.Tokenizer
 			go func(i int, p batchPrompt) {
 				defer wg.Done()
 				defer func() { <-sem }()
-				results[i] = runOnePrompt(ctx, eng, tok, p, base, chat)
+				results[i] = runOnePrompt(ctx, eng, tok, ext, p, base, chat)
 				if results[i].Error != "" {
 					log.Warn("prompt failed", "line", p.line, "err", results[i].Error)
 				}
@@ -265,11 +271,11 @@ func runPromptsWith(ctx context.Context, eng submitter, tok *tokenizer.Tokenizer
 	return results
 }
 
-func runOnePrompt(ctx context.Context, eng submitter, tok *tokenizer.Tokenizer, p batchPrompt, base engine.Request, chat bool) batchResult {
+func runOnePrompt(ctx context.Context, eng submitter, tok *tokenizer.Tokenizer, ext *extensionSet, p batchPrompt, base engine.Request, chat bool) batchResult {
 	res := batchResult{Index: p.index, Line: p.line, Prompt: p.text}
 	req := base
 	if chat {
-		text, err := tok.ApplyChatTemplate([]tokenizer.Message{{Role: "user", Content: p.text}}, true)
+		text, err := ext.prompt(ctx, tok, []tokenizer.Message{{Role: "user", Content: p.text}}, true)
 		if err != nil {
 			res.Error, res.FinishReason = err.Error(), "error"
 			return res
@@ -278,6 +284,14 @@ func runOnePrompt(ctx context.Context, eng submitter, tok *tokenizer.Tokenizer, 
 	} else {
 		req.Prompt = tok.Encode(p.text, true)
 	}
+	seed := uint64(p.index)
+	if base.Sampling.Seed != nil {
+		seed += *base.Sampling.Seed
+	}
+	if err := ext.attachSampler(ctx, &req, seed); err != nil {
+		res.Error, res.FinishReason = err.Error(), "error"
+		return res
+	}
 	events, err := eng.Submit(ctx, req)
 	for errors.Is(err, engine.ErrOverloaded) && ctx.Err() == nil {
 		// batch only ever waits: the queue is shared with nobody, so it drains
@@ -285,6 +299,9 @@ func runOnePrompt(ctx context.Context, eng submitter, tok *tokenizer.Tokenizer, 
 		events, err = eng.Submit(ctx, req)
 	}
 	if err != nil {
+		if req.Policy != nil {
+			_ = req.Policy.Close()
+		}
 		res.Error, res.FinishReason = err.Error(), "error"
 		return res
 	}

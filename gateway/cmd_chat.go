@@ -34,6 +34,7 @@ func runChat(env *cmdEnv, args []string) error {
 	lf := addLogFlags(fs, env)
 	mf := addModelFlags(fs, env)
 	sf := addSamplingFlags(fs)
+	xf := addExtFlags(fs, env)
 	url := fs.String("url", "", "attach to a running gateway instead of loading the model")
 	sessionID := fs.String("session-id", "", "with --url: continue this session (default: create one)")
 	apiKey := fs.String("api-key", env.environ["GATEWAY_API_KEY"], "with --url: Bearer key (env GATEWAY_API_KEY)")
@@ -56,7 +57,7 @@ func runChat(env *cmdEnv, args []string) error {
 		if err := checkBenchTarget(*url, true); err != nil {
 			return err
 		}
-		rb := &remoteChat{base: strings.TrimRight(*url, "/"), key: *apiKey, session: *sessionID, sampling: sf}
+		rb := &remoteChat{base: strings.TrimRight(*url, "/"), key: *apiKey, session: *sessionID, sampling: sf, ext: xf}
 		if fs.Changed("temperature") {
 			cfg := configs.Default()
 			if err := mf.overrides.Apply(&cfg, nil); err != nil {
@@ -79,7 +80,12 @@ func runChat(env *cmdEnv, args []string) error {
 		if err != nil {
 			return err
 		}
-		be = &localChat{s: s, base: base, system: *system}
+		ext, err := xf.open(context.Background(), s.tok, log)
+		if err != nil {
+			return err
+		}
+		defer ext.Close()
+		be = &localChat{s: s, ext: ext, base: base, system: *system}
 	}
 	return chatLoop(env, be, sigs)
 }
@@ -177,6 +183,7 @@ func isTerminalReader(r io.Reader) bool {
 // then prefills only the new turn).
 type localChat struct {
 	s      *stack
+	ext    *extensionSet
 	base   engine.Request
 	system string
 	msgs   []tokenizer.Message
@@ -211,13 +218,13 @@ func (c *localChat) turn(ctx context.Context, user string, out io.Writer) error 
 	}
 	hist = append(hist, c.msgs...)
 	all := append(append([]tokenizer.Message(nil), hist...), tokenizer.Message{Role: "user", Content: user})
-	full, err := c.s.tok.ApplyChatTemplate(all, true)
+	full, err := c.ext.prompt(ctx, c.s.tok, all, true)
 	if err != nil {
 		return err
 	}
 	prompt := c.s.tok.Encode(full, false)
 	if len(c.ids) > 0 {
-		prev, err := c.s.tok.ApplyChatTemplate(hist, false)
+		prev, err := c.ext.prompt(ctx, c.s.tok, hist, false)
 		if err != nil {
 			return err
 		}
@@ -227,8 +234,18 @@ func (c *localChat) turn(ctx context.Context, user string, out io.Writer) error 
 	}
 	req := c.base
 	req.Prompt = prompt
+	seed := uint64(len(c.msgs))
+	if req.Sampling.Seed != nil {
+		seed += *req.Sampling.Seed
+	}
+	if err := c.ext.attachSampler(ctx, &req, seed); err != nil {
+		return err
+	}
 	events, err := c.s.eng.Submit(ctx, req)
 	if err != nil {
+		if req.Policy != nil {
+			_ = req.Policy.Close()
+		}
 		return err
 	}
 	var text strings.Builder
@@ -267,6 +284,7 @@ type remoteChat struct {
 	base, key, session string
 	sampling           *samplingFlags
 	temperature        *float64 // set when --temperature was given
+	ext                *extFlags
 }
 
 func (r *remoteChat) do(ctx context.Context, method, path string, body any) (*http.Response, error) {
@@ -389,6 +407,19 @@ func (r *remoteChat) turn(ctx context.Context, user string, out io.Writer) error
 	}
 	if *r.sampling.seed >= 0 {
 		body["seed"] = *r.sampling.seed
+	}
+	ext := map[string]any{}
+	if *r.ext.template != "" {
+		ext["template"] = *r.ext.template
+	}
+	if *r.ext.sampler != "" {
+		ext["sampler"] = *r.ext.sampler
+		if *r.ext.samplerArgs != "" {
+			ext["sampler_args"] = json.RawMessage(*r.ext.samplerArgs)
+		}
+	}
+	if len(ext) > 0 {
+		body["extensions"] = ext
 	}
 	resp, err := r.do(ctx, http.MethodPost, "/v1/chat/completions", body)
 	if err != nil {
