@@ -21,7 +21,9 @@ func runLogits(env *cmdEnv, args []string) error {
 	ckpt := fs.String("ckpt-path", "", "checkpoint folder (HF names: bf16/fp8; or DeepSeek names from convert)")
 	cfgPath := fs.String("config-path", "", "model config (default: config.json of the checkpoint)")
 	idsFlag := fs.String("ids", "", "comma-separated token ids")
-	backendName := fs.String("backend", "cpu", "backend: cpu or reference")
+	backendName := fs.String("backend", "cpu", "backend: cpu, reference or ascend")
+	cannHome := fs.String("cann-home", env.environ["GATEWAY_CANN_HOME"], "CANN toolkit folder for --backend ascend (default ASCEND_TOOLKIT_HOME)")
+	precision := fs.String("ascend-precision", "bf16", "with --backend ascend: bf16 or f32")
 	world := fs.Int("world-size", 1, "ranks (1, 2, 4, 8)")
 	ov := configs.RegisterOverrides(fs)
 	lf := addLogFlags(fs, env)
@@ -54,10 +56,14 @@ func runLogits(env *cmdEnv, args []string) error {
 	if err := ov.Apply(&cfg, env.environ); err != nil {
 		return exitError{code: 2, msg: err.Error()}
 	}
+	factory, err := backendFactory(env.environ, *backendName, *cannHome, *precision)
+	if err != nil {
+		return exitError{code: 2, msg: err.Error()}
+	}
 	const blockSize = 16
 	start := time.Now()
 	m, err := model.Load(context.Background(), *ckpt, cfg, model.Options{
-		Backend: *backendName, WorldSize: *world, BlockSize: blockSize, Logger: log,
+		Backend: *backendName, WorldSize: *world, BlockSize: blockSize, Logger: log, Factory: factory,
 		NumBlocks: max(1, (len(ids)+blockSize-1)/blockSize),
 	})
 	if err != nil {

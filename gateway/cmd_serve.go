@@ -43,6 +43,7 @@ type serveOptions struct {
 	CORSOrigins   []string      `env:"CORS_ORIGINS" envSeparator:","`
 	Tokenizer     string        `env:"TOKENIZER"`
 	CANNHome      string        `env:"CANN_HOME"`
+	Precision     string        `env:"ASCEND_PRECISION"`
 	KVBlockSize   int           `env:"KV_BLOCK_SIZE"`
 	KVBlocks      int           `env:"KV_BLOCKS"`
 	// Secrets come only from the environment, never from flags (visible in ps).
@@ -92,6 +93,7 @@ func parseServe(cenv *cmdEnv, args []string) (serveOptions, *pflag.FlagSet, *con
 	fs.StringSliceVar(&o.CORSOrigins, "cors-origins", o.CORSOrigins, "browser origins allowed by CORS (comma-separated, * for any)")
 	fs.StringVar(&o.Tokenizer, "tokenizer", o.Tokenizer, "tokenizer folder (default: the checkpoint folder if it has tokenizer.json, else the fetched DeepSeek-V3 tokenizer)")
 	fs.StringVar(&o.CANNHome, "cann-home", o.CANNHome, "CANN toolkit folder for --backend ascend (default ASCEND_TOOLKIT_HOME)")
+	fs.StringVar(&o.Precision, "ascend-precision", o.Precision, "with --backend ascend: bf16 (NPU speed) or f32 (equal to the CPU backend, for checking)")
 	fs.IntVar(&o.KVBlockSize, "kv-block-size", o.KVBlockSize, "tokens per KV-cache block")
 	fs.IntVar(&o.KVBlocks, "kv-blocks", o.KVBlocks, "KV-cache blocks per layer (0 = max_batch_size*max_seq_len worth)")
 	overrides := configs.RegisterOverrides(fs)
@@ -108,7 +110,7 @@ func parseServe(cenv *cmdEnv, args []string) (serveOptions, *pflag.FlagSet, *con
 func serve(ctx context.Context, cenv *cmdEnv, o serveOptions, fs *pflag.FlagSet, overrides *configs.Overrides, log *slog.Logger) error {
 	st, err := loadStack(ctx, cenv.environ, stackOptions{
 		CkptPath: o.CkptPath, ConfigPath: o.ConfigPath, Backend: o.Backend, WorldSize: o.WorldSize,
-		Tokenizer: o.Tokenizer, CANNHome: o.CANNHome, BlockSize: o.KVBlockSize, KVBlocks: o.KVBlocks,
+		Tokenizer: o.Tokenizer, CANNHome: o.CANNHome, Precision: o.Precision, BlockSize: o.KVBlockSize, KVBlocks: o.KVBlocks,
 		MaxQueue: o.MaxQueue, ModelName: o.ModelName,
 	}, overrides, log)
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/dsgate/dsgate/ascend"
 	"github.com/dsgate/dsgate/configs"
+	"github.com/dsgate/dsgate/core/backend"
 	"github.com/dsgate/dsgate/core/engine"
 	"github.com/dsgate/dsgate/core/model"
 	"github.com/dsgate/dsgate/core/tokenizer"
@@ -31,6 +32,7 @@ type modelFlags struct {
 	kvBlocks   *int
 	maxQueue   *int
 	cannHome   *string
+	precision  *string
 	modelName  *string
 	overrides  *configs.Overrides
 }
@@ -58,6 +60,7 @@ func addModelFlags(fs *pflag.FlagSet, env *cmdEnv) *modelFlags {
 		kvBlocks:   fs.Int("kv-blocks", atoi("GATEWAY_KV_BLOCKS", 0), "KV-cache blocks per layer (0 = max_batch_size*max_seq_len worth)"),
 		maxQueue:   fs.Int("max-queue", atoi("GATEWAY_MAX_QUEUE", 256), "requests waiting for a batch slot before new ones get 'overloaded'"),
 		cannHome:   fs.String("cann-home", getenv("GATEWAY_CANN_HOME", ""), "CANN toolkit folder for --backend ascend (default ASCEND_TOOLKIT_HOME)"),
+		precision:  fs.String("ascend-precision", getenv("GATEWAY_ASCEND_PRECISION", "bf16"), "with --backend ascend: bf16 (NPU speed) or f32 (equal to the CPU backend, for checking)"),
 		modelName:  fs.String("model-name", getenv("GATEWAY_MODEL_NAME", "deepseek_v3"), "the model's name in logs and answers (the original launcher's flag)"),
 		overrides:  configs.RegisterOverrides(fs),
 	}
@@ -67,7 +70,7 @@ func addModelFlags(fs *pflag.FlagSet, env *cmdEnv) *modelFlags {
 func (mf *modelFlags) options() stackOptions {
 	return stackOptions{
 		CkptPath: *mf.ckptPath, ConfigPath: *mf.configPath, Backend: *mf.backend, WorldSize: *mf.worldSize,
-		Tokenizer: *mf.tokenizer, CANNHome: *mf.cannHome, BlockSize: *mf.blockSize, KVBlocks: *mf.kvBlocks,
+		Tokenizer: *mf.tokenizer, CANNHome: *mf.cannHome, Precision: *mf.precision, BlockSize: *mf.blockSize, KVBlocks: *mf.kvBlocks,
 		MaxQueue: *mf.maxQueue, ModelName: *mf.modelName,
 	}
 }
@@ -84,6 +87,7 @@ type stackOptions struct {
 	WorldSize            int
 	Tokenizer            string // folder; default: the checkpoint's, then the dsgate cache
 	CANNHome             string // for ascend; default ASCEND_TOOLKIT_HOME
+	Precision            string // for ascend: bf16 (default) or f32
 	BlockSize, KVBlocks  int    // KV cache geometry (0 = the model's defaults)
 	MaxQueue             int
 	ModelName            string
@@ -147,16 +151,8 @@ func loadStack(ctx context.Context, environ map[string]string, o stackOptions, o
 		AttnImpl:  cfg.AttnImpl,
 		Logger:    log,
 	}
-	switch o.Backend {
-	case "", "cpu", "reference":
-	case "ascend":
-		home := o.CANNHome
-		if home == "" {
-			home = ascend.DefaultHome(environ)
-		}
-		opt.Factory = ascend.New(ascend.Options{CANNHome: home})
-	default:
-		return nil, fmt.Errorf("--backend %q: want cpu or ascend", o.Backend)
+	if opt.Factory, err = backendFactory(environ, o.Backend, o.CANNHome, o.Precision); err != nil {
+		return nil, err
 	}
 	start := time.Now()
 	m, err := model.Load(ctx, o.CkptPath, cfg, opt)
@@ -177,6 +173,21 @@ func loadStack(ctx context.Context, environ map[string]string, o stackOptions, o
 		return nil, fmt.Errorf("start engine: %w", err)
 	}
 	return &stack{cfg: cfg, model: m, eng: eng, tok: tok}, nil
+}
+
+// backendFactory picks the rank backends: nil for the built-in cpu and reference
+// backends (core/model builds them), or the Ascend factory, which core may not import.
+func backendFactory(environ map[string]string, name, cannHome, precision string) (backend.Factory, error) {
+	switch name {
+	case "", "cpu", "reference":
+		return nil, nil
+	case "ascend":
+		if cannHome == "" {
+			cannHome = ascend.DefaultHome(environ)
+		}
+		return ascend.New(ascend.Options{CANNHome: cannHome, Precision: precision}), nil
+	}
+	return nil, fmt.Errorf("--backend %q: want cpu, reference or ascend", name)
 }
 
 // Close stops the engine and frees the model.

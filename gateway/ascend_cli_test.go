@@ -1,0 +1,79 @@
+//go:build cgo
+
+package main
+
+import (
+	"fmt"
+	"math"
+	"path/filepath"
+	"testing"
+)
+
+// `gateway logits --backend ascend` on the CANN emulator equals `--backend cpu` on the
+// golden tiny checkpoint, as HF bf16 and converted int8/int4, at several world sizes.
+func TestLogitsAscendEqualsCPU(t *testing.T) {
+	home := emulatorHome(t)
+	const golden = "../core/model/testdata/v3"
+	ids := "0,17,42,99,7,311,5,64,200,13,1,76"
+	convert := func(mode string, mp int, extra ...string) string {
+		out := filepath.Join(t.TempDir(), fmt.Sprintf("%s-mp%d", mode, mp))
+		args := append([]string{"convert", "--mode", mode, "--hf-ckpt-path", golden, "--save-path", out, "--model-parallel", fmt.Sprint(mp)}, extra...)
+		if _, stderr, code := runGW(t, args...); code != 0 {
+			t.Fatalf("convert %s mp%d: %s", mode, mp, stderr)
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name  string
+		ckpt  func() string
+		world int
+	}{
+		{"bf16-w1", func() string { return golden }, 1},
+		{"bf16-w8", func() string { return golden }, 8},
+		{"int8-mp1", func() string { return convert("bf16-int8", 1) }, 1},
+		{"int8-mp8", func() string { return convert("bf16-int8", 8) }, 8},
+		{"int4-mp1", func() string { return convert("bf16-int4", 1, "--group-size", "0") }, 1},
+		{"int4g32-mp4", func() string { return convert("bf16-int4", 4, "--group-size", "32") }, 4},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ckpt := tc.ckpt()
+			w := fmt.Sprint(tc.world)
+			cpuOut, stderr, code := runGW(t, "logits", "--ckpt-path", ckpt, "--ids", ids, "--world-size", w, "--log-level", "error")
+			if code != 0 {
+				t.Fatalf("cpu: %s", stderr)
+			}
+			npuOut, stderr, code := runGW(t, "logits", "--ckpt-path", ckpt, "--ids", ids, "--world-size", w, "--backend", "ascend",
+				"--cann-home", home, "--ascend-precision", "f32", "--log-level", "error")
+			if code != 0 {
+				t.Fatalf("ascend: %s", stderr)
+			}
+			cpu, npu := parseLogits(t, cpuOut), parseLogits(t, npuOut)
+			if len(cpu) != len(npu) || len(cpu) != 12 {
+				t.Fatalf("positions: cpu %d, ascend %d", len(cpu), len(npu))
+			}
+			for p := range cpu {
+				var d, n float64
+				for i := range cpu[p] {
+					d += math.Pow(float64(npu[p][i]-cpu[p][i]), 2)
+					n += math.Pow(float64(cpu[p][i]), 2)
+				}
+				if rel := math.Sqrt(d / n); rel > 1e-3 {
+					t.Fatalf("position %d: relative error %.3g > 1e-3", p, rel)
+				}
+			}
+		})
+	}
+}
+
+// A chat request through `gateway serve --backend ascend` returns the CPU backend's
+// greedy text.
+func TestServeAscendChatEqualsCPU(t *testing.T) {
+	home := emulatorHome(t)
+	bin, ckpt := demoSetup(t)
+	cpu := startServe(t, bin, nil, "--ckpt-path", ckpt)
+	want := chatAnswer(t, cpu.url, "Hello from the NPU", 8)
+	npu := startServe(t, bin, nil, "--ckpt-path", ckpt, "--backend", "ascend", "--cann-home", home, "--ascend-precision", "f32", "--world-size", "2")
+	if got := chatAnswer(t, npu.url, "Hello from the NPU", 8); got != want {
+		t.Fatalf("ascend answered %q, cpu %q", got, want)
+	}
+}
