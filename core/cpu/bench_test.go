@@ -16,10 +16,22 @@ import (
 // The benchmarks of this file compare each kernel figure with a machine limit measured
 // in the same run (a streaming read for decode, an FMA loop for prefill), because the
 // machines they run on are shared and noisy. BENCHMARKS.md explains how to run them.
-// DSGATE_BENCH_BIG=1 switches the decode benchmark to a 2–4 GB checkpoint.
+// DSGATE_BENCH_BIG=1 switches the decode benchmark to a 2–4 GB checkpoint;
+// DSGATE_BENCH_BEFORE=1 adds the "generic" (before) kernel set to every benchmark.
 
 // bigBench reports whether the multi-GB variants were asked for.
 func bigBench() bool { return os.Getenv("DSGATE_BENCH_BIG") == "1" }
+
+// benchISAs lists the kernel sets to benchmark: the best one, plus the "generic" set
+// (the backend's first kernels: the "before" figures) with DSGATE_BENCH_BEFORE=1 —
+// they are 5–30× slower, so `make bench` leaves them out.
+func benchISAs() []string {
+	all := isas()
+	if os.Getenv("DSGATE_BENCH_BEFORE") == "1" {
+		return all
+	}
+	return all[len(all)-1:]
+}
 
 // memBandwidth returns the read bandwidth (bytes/s) of threads goroutines streaming
 // over buf (each its own slice), best of three passes (the machines are shared: the
@@ -383,7 +395,7 @@ func BenchmarkDecode(b *testing.B) {
 				probe[i] = 1
 			}
 			b.Logf("%v: %d layers, %d routed experts, %.2f GB of weights", d, s.layers, s.experts, float64(m.total)/1e9)
-			for _, isa := range isas() {
+			for _, isa := range benchISAs() {
 				b.Run(isa, func(b *testing.B) {
 					cb := isaGroup(b, isa, 0)
 					bw := memBandwidth(probe, cb.threads, detectISA())
@@ -392,7 +404,7 @@ func BenchmarkDecode(b *testing.B) {
 					// Best of b.N for each figure (shared, noisy machines).
 					t1, t8 := time.Duration(math.MaxInt64), time.Duration(math.MaxInt64)
 					var bytes1 int64
-					var ot opTimes
+					var ot, ot8 opTimes
 					b.ResetTimer()
 					for i := 0; i < b.N; i++ {
 						o := opTimes{}
@@ -401,9 +413,12 @@ func BenchmarkDecode(b *testing.B) {
 						if d := time.Since(start); d < t1 {
 							t1, ot = d, o
 						}
+						o8 := opTimes{}
 						start = time.Now()
-						m.step(b, cb, 8, opTimes{})
-						t8 = min(t8, time.Since(start))
+						m.step(b, cb, 8, o8)
+						if d := time.Since(start); d < t8 {
+							t8, ot8 = d, o8
+						}
 					}
 					b.StopTimer()
 					bw = max(bw, memBandwidth(probe, cb.threads, detectISA()))
@@ -416,13 +431,15 @@ func BenchmarkDecode(b *testing.B) {
 					b.ReportMetric(tok1, "tok/s_b1")
 					b.ReportMetric(tok8, "tok/s_b8")
 					b.ReportMetric(tok8/tok1, "b8/b1")
-					var line string
+					var line, line8 string
 					for _, c := range opClasses {
 						ms := ot[c].Seconds() * 1e3 / n
 						b.ReportMetric(ms, c+"_ms")
 						line += fmt.Sprintf(" %s=%.1fms", c, ms)
+						line8 += fmt.Sprintf(" %s=%.1fms", c, ot8[c].Seconds()*1e3)
 					}
 					b.Logf("%s %v batch-1 step %.1f ms:%s", isa, d, t1.Seconds()*1e3/n, line)
+					b.Logf("%s %v batch-8 step %.1f ms:%s", isa, d, t8.Seconds()*1e3, line8)
 				})
 			}
 		})
@@ -440,7 +457,7 @@ func BenchmarkPrefillMatmul(b *testing.B) {
 		g int
 	}{{backend.I4, 128}, {backend.I8, 0}, {backend.BF16, 0}} {
 		hw := fillWeight(r, "w13", tc.d, N, K, tc.g)
-		for _, isa := range isas() {
+		for _, isa := range benchISAs() {
 			b.Run(fmt.Sprintf("%v/%s", tc.d, isa), func(b *testing.B) {
 				cb := isaGroup(b, isa, 0)
 				w, err := cb.LoadWeight(hw)
@@ -494,7 +511,7 @@ func BenchmarkGEMV(b *testing.B) {
 			hws = append(hws, hw)
 			bytes += weightBytes(hw)
 		}
-		for _, isa := range isas() {
+		for _, isa := range benchISAs() {
 			b.Run(fmt.Sprintf("%v-g%d/%s", tc.d, tc.g, isa), func(b *testing.B) {
 				cb := isaGroup(b, isa, 0)
 				var ws []backend.Weight
