@@ -1,13 +1,14 @@
 // Package cpu is dsgate's CPU backend: it implements core/backend with cgo C kernels
-// (kernels.c; a pure-Go twin is used when cgo is off) for the ops that carry the work —
+// (fast.c: AVX2+FMA, chosen at run time; kernels.c: the portable set, with a pure-Go
+// twin when cgo is off; KERNELS.md explains both) for the ops that carry the work —
 // Linear, HeadLinear, GroupedLinear and absorbed MLA attention — and reuses the
 // reference for the cheap ones. Ranks are goroutines sharing memory: a group of W
 // backends shares one backend.Comm, and each rank holds only its shard (spec §3.3).
 //
-// Kernels split their output columns (or attention heads) over Threads goroutines;
-// every output element is computed by the same code in the same order whatever the
-// split and whatever the number of rows, so results are deterministic and
-// row-independent. Weights keep the host layout of backend.HostWeight (F32/BF16 [N,K];
+// Kernels split their output columns (or attention heads; quantized weights also by a
+// fixed number of k ranges) over Threads goroutines; every output element is computed
+// by the same operations in the same order whatever the split and whatever the number
+// of rows, so results are deterministic and row-independent. Weights keep the host layout of backend.HostWeight (F32/BF16 [N,K];
 // I8/I4 transposed [K,N] as in convert/FORMATS.md): the quantized kernels stream rows of
 // the (K,N) matrix and vectorize over N.
 package cpu
