@@ -201,8 +201,7 @@ func (b *Backend) MLAAttention(out, qAbs, qPe backend.Tensor, c backend.Cache, l
 			slots[t] = int32(backend.Slot(s.Blocks, hc.BSize, t))
 		}
 		b.parallel(heads, 1, func(lo, hi int) {
-			scratch := make([]float32, T)
-			mlaKernel(o, qa, qp, s, lo, hi, lc, r, layerData, hc.Wid, slots, scale, scratch)
+			b.mla(o, qa, qp, s, lo, hi, lc, r, layerData, hc.Wid, slots, scale)
 		})
 	}
 	return nil

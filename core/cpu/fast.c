@@ -373,6 +373,96 @@ void dsg_dlinear_avx2(const float *x, long ldx, int M, int K, const void *w, int
 	}
 }
 
+// dot8: 4 × 8-lane partial sums over n (32 at a time), then 8 at a time into the
+// first, reduced ((a0+a1)+(a2+a3)) then in lane order, plus an fma chain over the tail.
+T static AI float dot8(const float *a, const float *b, int n) {
+	__m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+	int d = 0;
+	for (; d + 32 <= n; d += 32) {
+		a0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + d), _mm256_loadu_ps(b + d), a0);
+		a1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + d + 8), _mm256_loadu_ps(b + d + 8), a1);
+		a2 = _mm256_fmadd_ps(_mm256_loadu_ps(a + d + 16), _mm256_loadu_ps(b + d + 16), a2);
+		a3 = _mm256_fmadd_ps(_mm256_loadu_ps(a + d + 24), _mm256_loadu_ps(b + d + 24), a3);
+	}
+	for (; d + 8 <= n; d += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + d), _mm256_loadu_ps(b + d), a0);
+	float t = 0;
+	for (; d < n; d++) t = fmaf(a[d], b[d], t);
+	return hsum8(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3))) + t;
+}
+
+// mla_out: o_h[j] = fma chain over t of p_h[t] · row_t[j], for one or two heads at a
+// time (register accumulators over 32 latent columns), scalar chains for the tail.
+T static void mla_out(int nh, const float *p, int nt, const float *cache, long width, const int32_t *slots, int lc,
+                      float **o) {
+	int d0 = 0;
+	for (; d0 + 32 <= lc; d0 += 32) {
+		if (nh == 2) {
+			__m256 a[2][4];
+			for (int h = 0; h < 2; h++)
+				for (int c = 0; c < 4; c++) a[h][c] = _mm256_setzero_ps();
+			for (int t = 0; t < nt; t++) {
+				const float *row = cache + (long)slots[t] * width + d0;
+				__m256 w0 = _mm256_broadcast_ss(p + t), w1 = _mm256_broadcast_ss(p + nt + t);
+				for (int c = 0; c < 4; c++) {
+					__m256 v = _mm256_loadu_ps(row + 8 * c);
+					a[0][c] = _mm256_fmadd_ps(w0, v, a[0][c]);
+					a[1][c] = _mm256_fmadd_ps(w1, v, a[1][c]);
+				}
+			}
+			for (int h = 0; h < 2; h++)
+				for (int c = 0; c < 4; c++) _mm256_storeu_ps(o[h] + d0 + 8 * c, a[h][c]);
+		} else {
+			__m256 a[4];
+			for (int c = 0; c < 4; c++) a[c] = _mm256_setzero_ps();
+			for (int t = 0; t < nt; t++) {
+				const float *row = cache + (long)slots[t] * width + d0;
+				__m256 w0 = _mm256_broadcast_ss(p + t);
+				for (int c = 0; c < 4; c++) a[c] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(row + 8 * c), a[c]);
+			}
+			for (int c = 0; c < 4; c++) _mm256_storeu_ps(o[0] + d0 + 8 * c, a[c]);
+		}
+	}
+	for (int h = 0; h < nh; h++)
+		for (int j = d0; j < lc; j++) {
+			float acc = 0;
+			for (int t = 0; t < nt; t++) acc = fmaf(p[h * nt + t], cache[(long)slots[t] * width + j], acc);
+			o[h][j] = acc;
+		}
+}
+
+T void dsg_mla_avx2(const float *qa, long ldqa, const float *qp, long ldqp, int M, int pos0, int h0, int h1, int lc,
+                  int r, const float *cache, long width, const int32_t *slots, float scale, float *out, long ldo,
+                  float *sc) {
+	for (int i = 0; i < M; i++) {
+		int nt = pos0 + i + 1;
+		for (int hb = h0; hb < h1; hb += 2) {
+			int nh = h1 - hb < 2 ? h1 - hb : 2;
+			for (int t = 0; t < nt; t++) {
+				const float *row = cache + (long)slots[t] * width;
+				for (int h = 0; h < nh; h++) {
+					const float *a = qa + (long)i * ldqa + (long)(hb + h) * lc;
+					const float *b = qp + (long)i * ldqp + (long)(hb + h) * r;
+					sc[h * nt + t] = (dot8(a, row, lc) + dot8(b, row + lc, r)) * scale;
+				}
+			}
+			float *o[2];
+			for (int h = 0; h < nh; h++) {
+				float *s = sc + h * nt, mx = -INFINITY, sum = 0;
+				for (int t = 0; t < nt; t++)
+					if (s[t] > mx) mx = s[t];
+				for (int t = 0; t < nt; t++) {
+					s[t] = expf(s[t] - mx);
+					sum += s[t];
+				}
+				float inv = 1.0f / sum;
+				for (int t = 0; t < nt; t++) s[t] *= inv;
+				o[h] = out + (long)i * ldo + (long)(hb + h) * lc;
+			}
+			mla_out(nh, sc, nt, cache, width, slots, lc, o);
+		}
+	}
+}
+
 T static float stream_avx2(const float *p, long n) {
 	__m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
 	for (long i = 0; i < n; i += 64) {
@@ -411,6 +501,12 @@ void dsg_qlinear_avx2(const float *x, long ldx, int M, const void *q, int bits, 
                       int k0, int k1, int c0, int c1, float *y, long ldy, float *scratch) {
 	(void)x; (void)ldx; (void)M; (void)k0; (void)k1; (void)q; (void)bits; (void)N; (void)scale; (void)G;
 	(void)c0; (void)c1; (void)y; (void)ldy; (void)scratch;
+}
+void dsg_mla_avx2(const float *qa, long ldqa, const float *qp, long ldqp, int M, int pos0, int h0, int h1, int lc,
+                  int r, const float *cache, long width, const int32_t *slots, float scale, float *out, long ldo,
+                  float *sc) {
+	(void)qa; (void)ldqa; (void)qp; (void)ldqp; (void)M; (void)pos0; (void)h0; (void)h1; (void)lc; (void)r;
+	(void)cache; (void)width; (void)slots; (void)scale; (void)out; (void)ldo; (void)sc;
 }
 void dsg_dlinear_avx2(const float *x, long ldx, int M, int K, const void *w, int bits, int n0, int n1, float *y,
                       long ldy) {

@@ -37,6 +37,14 @@ void dsg_qlinear_avx2(const float *x, long ldx, int M, const void *q, int bits, 
 void dsg_dlinear_avx2(const float *x, long ldx, int M, int K, const void *w, int bits, int n0, int n1, float *y,
                       long ldy);
 
+// Absorbed MLA attention (as dsg_mla in kernels.h) for M query rows of one sequence
+// and heads [h0, h1), two heads per pass over the cached rows: scores are 4×8-lane
+// dot products, outputs fma chains over t in register accumulators. sc: 2·T floats
+// with T = pos0 + M.
+void dsg_mla_avx2(const float *qa, long ldqa, const float *qp, long ldqp, int M, int pos0, int h0, int h1, int lc,
+                  int r, const float *cache, long width, const int32_t *slots, float scale, float *out, long ldo,
+                  float *sc);
+
 // dsg_stream_read sums n floats (n a multiple of 64) with 8-wide vectors: a
 // memory-bandwidth probe. dsg_peak_fma runs iters rounds of 12 independent 8-wide FMA
 // chains (96 FMAs per round per chain set) and returns a value that depends on them.

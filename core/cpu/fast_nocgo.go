@@ -25,6 +25,11 @@ func qKernel(o, x *backend.HostTensor, w *backend.HostWeight, k0, k1, n0, n1, xc
 	linearKernel(o, x, w, n0, n1, xc0)
 }
 
+// mlaFast is never called without cgo (the ISA is generic); it runs the portable kernel.
+func mlaFast(o, qa, qp *backend.HostTensor, s backend.AttnSeq, h0, h1, lc, r int, cache []float32, width int, slots []int32, scale float32, sc []float32) {
+	mlaKernel(o, qa, qp, s, h0, h1, lc, r, cache, width, slots, scale, sc)
+}
+
 // streamRead sums p in 8 lanes (the bandwidth probe's pure-Go twin).
 func streamRead(p []float32, isa int) float32 {
 	var s [8]float32

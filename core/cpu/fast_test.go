@@ -209,6 +209,57 @@ func TestThreadsAgree(t *testing.T) {
 	}
 }
 
+// TestFastMLA: absorbed attention on every kernel set and thread count against the
+// reference, with latent widths that exercise the 32-column blocks and their tails,
+// guard bands, and each sequence alone equal to the batch.
+func TestFastMLA(t *testing.T) {
+	r := rand.New(rand.NewPCG(51, 52))
+	ref := backend.NewReference(0, backend.NewComm(1))
+	for _, isa := range isas() {
+		for _, th := range []int{1, 3} {
+			for _, lc := range []int{19, 64, 75} {
+				cb := isaGroup(t, isa, th)
+				const heads, rr, bs = 5, 6, 4
+				c, _ := cb.NewCache(2, 16, bs, lc+rr)
+				hc := c.(*backend.HostCache)
+				for i := range hc.Data {
+					hc.Data[i] = float32(r.NormFloat64())
+				}
+				seqs := []backend.AttnSeq{
+					{Row: 0, N: 3, Pos: 0, Blocks: []int32{3}},
+					{Row: 3, N: 1, Pos: 13, Blocks: []int32{7, 1, 0, 12}},
+					{Row: 4, N: 2, Pos: 5, Blocks: []int32{9, 15}},
+				}
+				M := 6
+				qa, _ := guarded(M, heads*lc, r, true)
+				qp, _ := guarded(M, heads*rr, r, true)
+				out, op := guarded(M, heads*lc, r, false)
+				if err := cb.MLAAttention(out, qa, qp, c, 1, heads, seqs, 0.2); err != nil {
+					t.Fatal(err)
+				}
+				checkGuard(t, op, M, heads*lc)
+				want, _ := backend.NewHostTensor(M, heads*lc)
+				if err := ref.MLAAttention(want, qa, qp, c, 1, heads, seqs, 0.2); err != nil {
+					t.Fatal(err)
+				}
+				got := read(t, cb, out)
+				if e := relErr(got, want.Data); e > 1e-5 {
+					t.Fatalf("%s threads %d lc %d: rel err %g", isa, th, lc, e)
+				}
+				one, _ := backend.NewHostTensor(M, heads*lc)
+				if err := cb.MLAAttention(one, qa, qp, c, 1, heads, seqs[1:2], 0.2); err != nil {
+					t.Fatal(err)
+				}
+				for j, v := range one.Row(3) {
+					if v != got[3*heads*lc+j] {
+						t.Fatalf("%s lc %d: sequence alone differs at %d", isa, lc, j)
+					}
+				}
+			}
+		}
+	}
+}
+
 func TestParseISA(t *testing.T) {
 	for _, tc := range []struct {
 		in string
