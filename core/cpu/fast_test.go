@@ -292,3 +292,49 @@ func FuzzFastLinear(f *testing.F) {
 		checkLinear(t, isaGroup(t, "", 2), randWeight(r, d, N, K, G), M, r)
 	})
 }
+
+// FuzzFastMLA draws head count, latent and rope widths, block size and a sequence's
+// position and compares the best kernel set with the reference.
+func FuzzFastMLA(f *testing.F) {
+	f.Add(uint64(1), uint8(3), uint8(70), uint8(6), uint8(4), uint8(9), uint8(2))
+	f.Add(uint64(2), uint8(1), uint8(32), uint8(2), uint8(1), uint8(0), uint8(1))
+	f.Fuzz(func(t *testing.T, seed uint64, h, lc, rr, bs, pos, n uint8) {
+		H, LC, R, BS := int(h%6)+1, int(lc%100)+1, 2*(int(rr%4)+1), int(bs%8)+1
+		N, P := int(n%3)+1, int(pos%40)
+		r := rand.New(rand.NewPCG(seed, 5))
+		cb := isaGroup(t, "", 2)
+		ref := backend.NewReference(0, backend.NewComm(1))
+		nb := (P+N+BS-1)/BS + 1
+		c, err := cb.NewCache(1, nb, BS, LC+R)
+		if err != nil {
+			t.Fatal(err)
+		}
+		hc := c.(*backend.HostCache)
+		for i := range hc.Data {
+			hc.Data[i] = float32(r.NormFloat64())
+		}
+		blocks := make([]int32, nb)
+		for i, p := range r.Perm(nb) {
+			blocks[i] = int32(p)
+		}
+		seqs := []backend.AttnSeq{{Row: 0, N: N, Pos: P, Blocks: blocks}}
+		qa, _ := guarded(N, H*LC, r, true)
+		qp, _ := guarded(N, H*R, r, true)
+		out, op := guarded(N, H*LC, r, false)
+		if err := cb.MLAAttention(out, qa, qp, c, 0, H, seqs, 0.3); err != nil {
+			t.Fatal(err)
+		}
+		checkGuard(t, op, N, H*LC)
+		want, _ := backend.NewHostTensor(N, H*LC)
+		if err := ref.MLAAttention(want, qa, qp, c, 0, H, seqs, 0.3); err != nil {
+			t.Fatal(err)
+		}
+		// Outputs are convex combinations of O(1) cache values: an absolute bound (a
+		// relative one breaks down on single near-zero outputs).
+		for i, v := range read(t, cb, out) {
+			if d := math.Abs(float64(v - want.Data[i])); d > 2e-5 {
+				t.Fatalf("output %d: %v, want %v", i, v, want.Data[i])
+			}
+		}
+	})
+}
