@@ -395,3 +395,38 @@ func TestBatchWithExtensions(t *testing.T) {
 		t.Fatalf("unknown extension accepted: %v %s", err, b)
 	}
 }
+
+func TestChatAttachesToServerSession(t *testing.T) {
+	bin, ckpt := demoSetup(t)
+	srv := startServe(t, bin, []string{"GATEWAY_API_KEYS=chat-key"}, "--ckpt-path", ckpt)
+	run := func(stdin string, extra ...string) string {
+		args := append([]string{"chat", "--url", srv.url, "--api-key", "chat-key", "--max-tokens", "4", "--temperature", "0"}, extra...)
+		cmd := exec.Command(bin, args...)
+		cmd.Stdin = strings.NewReader(stdin)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("chat --url %v: %v\n%s", extra, err, out)
+		}
+		return string(out)
+	}
+	out := run("hello server\n/history\n/exit\n")
+	var id string
+	for _, line := range strings.Split(out, "\n") {
+		if rest, ok := strings.CutPrefix(line, "session "); ok {
+			id, _, _ = strings.Cut(rest, " ")
+		}
+	}
+	if id == "" || !strings.Contains(out, "user: hello server") || !strings.Contains(out, "(2 messages)") {
+		t.Fatalf("first chat:\n%s", out)
+	}
+	// A second console continues the same server-side session.
+	out = run("and again\n/history\n/exit\n", "--session-id", id)
+	if !strings.Contains(out, "user: hello server") || !strings.Contains(out, "user: and again") || !strings.Contains(out, "(4 messages)") {
+		t.Fatalf("second chat on session %s:\n%s", id, out)
+	}
+	cmd := exec.Command(bin, "chat", "--url", srv.url, "--api-key", "wrong", "--session-id", id)
+	cmd.Stdin = strings.NewReader("/exit\n")
+	if b, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(b), "invalid_api_key") {
+		t.Fatalf("wrong key accepted: %v\n%s", err, b)
+	}
+}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -236,36 +235,8 @@ func benchOne(ctx context.Context, cfg benchConfig, client *http.Client, prompt 
 	}
 	var res benchResult
 	chunks := 0
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64*1024), 4<<20)
-	for sc.Scan() {
-		line, ok := strings.CutPrefix(sc.Text(), "data: ")
-		if !ok {
-			continue
-		}
-		if line == "[DONE]" {
-			break
-		}
-		var ev struct {
-			Choices []struct {
-				Delta struct {
-					Content string `json:"content"`
-				} `json:"delta"`
-			} `json:"choices"`
-			Usage *struct {
-				CompletionTokens int `json:"completion_tokens"`
-			} `json:"usage"`
-			Error *struct {
-				Message string `json:"message"`
-			} `json:"error"`
-		}
-		if err := json.Unmarshal([]byte(line), &ev); err != nil {
-			return benchResult{err: fmt.Errorf("bad SSE event %q: %w", line, err)}
-		}
-		if ev.Error != nil {
-			return benchResult{err: errors.New(ev.Error.Message)}
-		}
-		if len(ev.Choices) > 0 && ev.Choices[0].Delta.Content != "" {
+	err = readChatStream(resp.Body, func(ev chatChunk) {
+		if ev.content() != "" {
 			if chunks == 0 {
 				res.ttft = time.Since(t0)
 			}
@@ -274,8 +245,8 @@ func benchOne(ctx context.Context, cfg benchConfig, client *http.Client, prompt 
 		if ev.Usage != nil {
 			res.outputTokens = ev.Usage.CompletionTokens
 		}
-	}
-	if err := sc.Err(); err != nil {
+	})
+	if err != nil {
 		return benchResult{err: err}
 	}
 	res.e2e = time.Since(t0)

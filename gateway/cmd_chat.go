@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -426,42 +425,9 @@ func (r *remoteChat) turn(ctx context.Context, user string, out io.Writer) error
 		return err
 	}
 	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64*1024), 4<<20)
-	for sc.Scan() {
-		data, ok := strings.CutPrefix(sc.Text(), "data: ")
-		if !ok {
-			continue
-		}
-		if data == "[DONE]" {
-			return nil
-		}
-		var ev struct {
-			Choices []struct {
-				Delta struct {
-					Content string `json:"content"`
-				} `json:"delta"`
-			} `json:"choices"`
-			Error *struct {
-				Message string `json:"message"`
-				Code    string `json:"code"`
-			} `json:"error"`
-		}
-		if err := json.Unmarshal([]byte(data), &ev); err != nil {
-			return fmt.Errorf("bad event %q: %w", data, err)
-		}
-		if ev.Error != nil {
-			return fmt.Errorf("%s: %s", ev.Error.Code, ev.Error.Message)
-		}
-		if len(ev.Choices) > 0 {
-			fmt.Fprint(out, ev.Choices[0].Delta.Content)
-		}
+	err = readChatStream(resp.Body, func(ev chatChunk) { fmt.Fprint(out, ev.content()) })
+	if err != nil && ctx.Err() != nil {
+		return ctx.Err()
 	}
-	if err := sc.Err(); err != nil {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		return err
-	}
-	return errors.New("the stream ended without [DONE]")
+	return err
 }
