@@ -72,6 +72,32 @@ T static void dec_blk8(const float *x, const uint8_t *w, long ldw, int kb, float
 	for (int i = 0; i < 8; i++) _mm256_storeu_ps(acc + 8 * i, a[i]);
 }
 
+// dec_blk8x2: dec_blk8 for two rows of x at once over 32-column halves (eight
+// accumulators), converting each weight once for both rows; same FMA chains.
+T static void dec_blk8x2(const float *x0, const float *x1, const uint8_t *w, long ldw, int kb, float *acc0,
+                         float *acc1) {
+	for (int h = 0; h < 2; h++) {
+		__m256 a[4], b[4];
+		for (int i = 0; i < 4; i++) {
+			a[i] = _mm256_loadu_ps(acc0 + 32 * h + 8 * i);
+			b[i] = _mm256_loadu_ps(acc1 + 32 * h + 8 * i);
+		}
+		for (int k = 0; k < kb; k++) {
+			__m256 xv0 = _mm256_broadcast_ss(x0 + k), xv1 = _mm256_broadcast_ss(x1 + k);
+			const uint8_t *p = w + k * ldw + 32 * h;
+			for (int i = 0; i < 4; i++) {
+				__m256 wv = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(p + 8 * i))));
+				a[i] = _mm256_fmadd_ps(xv0, wv, a[i]);
+				b[i] = _mm256_fmadd_ps(xv1, wv, b[i]);
+			}
+		}
+		for (int i = 0; i < 4; i++) {
+			_mm256_storeu_ps(acc0 + 32 * h + 8 * i, a[i]);
+			_mm256_storeu_ps(acc1 + 32 * h + 8 * i, b[i]);
+		}
+	}
+}
+
 // dec_blk4: the same for int4 rows, without byte shuffles: a 32-byte row of 64
 // columns is 8 words; nibble j of word i (column 8i+j) is moved to the top 4 bits of a
 // 32-bit lane, so the lane converts to the exact float q·2^28. Accumulator j therefore
@@ -152,7 +178,12 @@ T static void q_decode(const float *x, long ldx, int M, const uint8_t *q, int bi
 					wp = tmp;
 					ldw = bw;
 				}
-				for (int m = 0; m < M; m++) {
+				int m = 0;
+				if (bits == 8)
+					for (; m + 1 < M; m += 2)
+						dec_blk8x2(x + m * ldx + kk, x + (m + 1) * ldx + kk, wp, ldw, kb, acc + (long)m * swp + cb,
+						           acc + (long)(m + 1) * swp + cb);
+				for (; m < M; m++) {
 					if (bits == 8)
 						dec_blk8(x + m * ldx + kk, wp, ldw, kb, acc + (long)m * swp + cb);
 					else
