@@ -99,23 +99,9 @@ func randWeight(r *rand.Rand, d backend.DType, n, k, g int) *backend.HostWeight 
 		}
 		return w
 	}
-	lim := 127
-	if d == backend.I4 {
-		lim = 7
-	}
-	vals := make([]int8, k*n)
-	for i := range vals {
-		vals[i] = int8(r.IntN(2*lim+2) - lim - 1)
-	}
-	rows := 1
-	if g > 0 {
-		rows = (k + g - 1) / g
-	}
-	sc := make([]float32, rows*n)
-	for i := range sc {
-		sc[i] = math.Float32frombits(uint32(backend.ToBF16(float32(r.Float64()*0.02+0.001))) << 16)
-	}
-	return &backend.HostWeight{Name: fmt.Sprintf("w%v", d), DType: d, N: n, K: k, Q: backend.PackQuant(d, vals, k, n), Scale: sc, GroupSize: g}
+	w, _ := backend.RandomQuant(r, d, n, k, g)
+	w.Name = fmt.Sprintf("w%v", d)
+	return w
 }
 
 // linearCase checks Linear (x and out as strided views) for one weight type.

@@ -4,7 +4,6 @@ package ascend
 
 import (
 	"fmt"
-	"math"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -83,21 +82,5 @@ func read(t testing.TB, b backend.Backend, x backend.Tensor) []float32 {
 // quantWeight returns a random I8/I4 weight (N × K, group size g) and the int values it
 // packs ([K][N]).
 func quantWeight(r *rand.Rand, d backend.DType, n, k, g int) (*backend.HostWeight, []int8) {
-	lim := 127
-	if d == backend.I4 {
-		lim = 7
-	}
-	vals := make([]int8, k*n)
-	for i := range vals {
-		vals[i] = int8(r.IntN(2*lim+2) - lim - 1)
-	}
-	rows := 1
-	if g > 0 {
-		rows = (k + g - 1) / g
-	}
-	sc := make([]float32, rows*n)
-	for i := range sc {
-		sc[i] = math.Float32frombits(uint32(backend.ToBF16(float32(r.Float64()*0.02+0.001))) << 16)
-	}
-	return &backend.HostWeight{Name: fmt.Sprintf("%v-%dx%d-g%d", d, n, k, g), DType: d, N: n, K: k, Q: backend.PackQuant(d, vals, k, n), Scale: sc, GroupSize: g}, vals
+	return backend.RandomQuant(r, d, n, k, g)
 }

@@ -18,23 +18,8 @@ func randF32(r *rand.Rand, n int) []float32 {
 
 // randQuant returns a random quantized weight of dtype d and its dequantized F32 twin.
 func randQuant(r *rand.Rand, d DType, n, k, g int) (*HostWeight, *HostWeight) {
-	lim := 127
-	if d == I4 {
-		lim = 7
-	}
-	vals := make([]int8, k*n)
-	for i := range vals {
-		vals[i] = int8(r.IntN(2*lim+2) - lim - 1)
-	}
-	rows := 1
-	if g > 0 {
-		rows = (k + g - 1) / g
-	}
-	sc := make([]float32, rows*n)
-	for i := range sc {
-		sc[i] = bf16(ToBF16(float32(r.Float64()*0.02 + 0.001)))
-	}
-	q := &HostWeight{Name: "q", DType: d, N: n, K: k, Q: PackQuant(d, vals, k, n), Scale: sc, GroupSize: g}
+	q, vals := RandomQuant(r, d, n, k, g)
+	sc := q.Scale
 	f := &HostWeight{Name: "f", DType: F32, N: n, K: k, F32: make([]float32, n*k)}
 	for nn := 0; nn < n; nn++ {
 		for kk := 0; kk < k; kk++ {
