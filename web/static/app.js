@@ -37,6 +37,7 @@
     sessions: [],
     model: "deepseek_v3",
     controller: null, // AbortController of the answer in flight
+    abortedAt: 0, // when the user last stopped an answer (ms)
   };
 
   // ---------- helpers ----------
@@ -333,16 +334,25 @@
       userDiv = addMessage("user", text);
       answer = addMessage("assistant", "");
       answer.classList.add("streaming");
-      const res = await fetch("/v1/chat/completions", {
-        method: "POST",
-        headers: headers({ "Content-Type": "application/json", Accept: "text/event-stream" }),
-        body: JSON.stringify(body),
-        signal: controller.signal,
-      });
-      if (!res.ok) {
+      let res;
+      for (let attempt = 0; ; attempt++) {
+        res = await fetch("/v1/chat/completions", {
+          method: "POST",
+          headers: headers({ "Content-Type": "application/json", Accept: "text/event-stream" }),
+          body: JSON.stringify(body),
+          signal: controller.signal,
+        });
+        if (res.ok) break;
         let data = null;
         try { data = await res.json(); } catch (e) { data = null; }
-        throw new APIError(res.status, data);
+        const err = new APIError(res.status, data);
+        // A turn we just stopped holds the session until the server has cancelled it
+        // (within one engine step); wait for that instead of showing an error.
+        if (err.code === "session_busy" && Date.now() - state.abortedAt < 5000 && attempt < 20) {
+          await new Promise((r) => setTimeout(r, 250));
+          continue;
+        }
+        throw err;
       }
       let content = "";
       let updates = 0;
@@ -472,7 +482,11 @@
         send();
       }
     });
-    $("stop").addEventListener("click", () => state.controller && state.controller.abort());
+    $("stop").addEventListener("click", () => {
+      if (!state.controller) return;
+      state.abortedAt = Date.now();
+      state.controller.abort();
+    });
     $("new-session").addEventListener("click", () => switchSession(""));
     $("rename-session").addEventListener("click", startRename);
     $("delete-session").addEventListener("click", deleteSession);
