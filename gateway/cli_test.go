@@ -206,7 +206,7 @@ func readUntil(t *testing.T, r io.Reader, buf *bytes.Buffer, want string, timeou
 
 func TestChatInATerminal(t *testing.T) {
 	bin, ckpt := demoSetup(t)
-	cmd := exec.Command(bin, "chat", "--ckpt-path", ckpt, "--temperature", "0", "--max-tokens", "150", "--log-level", "error")
+	cmd := exec.Command(bin, "chat", "--ckpt-path", ckpt, "--temperature", "0", "--max-tokens", "400", "--log-level", "error")
 	tty, err := pty.Start(cmd)
 	if err != nil {
 		t.Fatal(err)
@@ -221,7 +221,15 @@ func TestChatInATerminal(t *testing.T) {
 	// Ctrl-C mid-answer stops the answer, not the program, and the turn is not kept.
 	screen.Reset()
 	fmt.Fprint(tty, "Write a long story\r")
-	time.Sleep(700 * time.Millisecond)
+	// Stop as soon as the answer has started (400 tokens take seconds to generate).
+	readUntil(t, tty, &screen, "Write a long story\r\n", 30*time.Second)
+	answerStart := screen.Len()
+	for deadline := time.Now().Add(30 * time.Second); screen.Len() < answerStart+8 && time.Now().Before(deadline); {
+		chunk := make([]byte, 256)
+		_ = tty.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+		n, _ := tty.Read(chunk)
+		screen.Write(chunk[:n])
+	}
 	fmt.Fprint(tty, "\x03")
 	readUntil(t, tty, &screen, "(stopped)", 30*time.Second)
 	readUntil(t, tty, &screen, ">>> ", 10*time.Second)
