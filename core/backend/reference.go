@@ -491,40 +491,47 @@ func (b *Reference) MLAAttention(out, qAbs, qPe Tensor, c Cache, layer int, head
 			for h := 0; h < heads; h++ {
 				qa := qa.Row(s.Row + i)[h*lc : (h+1)*lc]
 				qp := qp.Row(s.Row + i)[h*r : (h+1)*r]
-				mx := math.Inf(-1)
-				for t := 0; t < T; t++ {
-					row := hc.SlotRow(layer, Slot(s.Blocks, hc.BSize, t))
-					var d float64
-					for j, v := range qa {
-						d += float64(v) * float64(row[j])
-					}
-					for j, v := range qp {
-						d += float64(v) * float64(row[lc+j])
-					}
-					sc[t] = d * float64(scale)
-					mx = math.Max(mx, sc[t])
-				}
-				var sum float64
-				for t := range sc {
-					sc[t] = math.Exp(sc[t] - mx)
-					sum += sc[t]
-				}
-				acc := make([]float64, lc)
-				for t := 0; t < T; t++ {
-					row := hc.SlotRow(layer, Slot(s.Blocks, hc.BSize, t))
-					p := sc[t] / sum
-					for j := range acc {
-						acc[j] += p * float64(row[j])
-					}
-				}
-				or := o.Row(s.Row + i)[h*lc : (h+1)*lc]
-				for j := range or {
-					or[j] = float32(acc[j])
-				}
+				row := func(t int) []float32 { return hc.SlotRow(layer, Slot(s.Blocks, hc.BSize, t)) }
+				attendOne(o.Row(s.Row + i)[h*lc:(h+1)*lc], sc, scale,
+					func(t int) float64 { k := row(t); return dot64(dot64(0, qa, k), qp, k[lc:]) },
+					func(t int) []float32 { return row(t)[:lc] })
 			}
 		}
 	}
 	return nil
+}
+
+// attendOne is one query head's attention in float64: out = Σ_t p_t · value(t) with
+// p = softmax_t(score(t) · scale) over the len(sc) keys; sc is scratch of that length.
+func attendOne(out []float32, sc []float64, scale float32, score func(t int) float64, value func(t int) []float32) {
+	mx := math.Inf(-1)
+	for t := range sc {
+		sc[t] = score(t) * float64(scale)
+		mx = math.Max(mx, sc[t])
+	}
+	var sum float64
+	for t := range sc {
+		sc[t] = math.Exp(sc[t] - mx)
+		sum += sc[t]
+	}
+	acc := make([]float64, len(out))
+	for t := range sc {
+		p := sc[t] / sum
+		for j, v := range value(t) {
+			acc[j] += p * float64(v)
+		}
+	}
+	for j := range out {
+		out[j] = float32(acc[j])
+	}
+}
+
+// dot64 adds the float64 dot product of a and b[:len(a)] to d.
+func dot64(d float64, a, b []float32) float64 {
+	for j, v := range a {
+		d += float64(v) * float64(b[j])
+	}
+	return d
 }
 
 // CheckMLA validates MLAAttention's arguments and returns the latent and rope widths.
@@ -578,37 +585,11 @@ func (b *Reference) Attention(out, qNope, qPe, kNope, kPe, v Tensor, heads int, 
 			for h := 0; h < heads; h++ {
 				qnr := qn.Row(s.Row + i)[h*dn : (h+1)*dn]
 				qpr := qp.Row(s.Row + i)[h*r : (h+1)*r]
-				mx := math.Inf(-1)
-				for t := 0; t < T; t++ {
-					knr := kn.Row(s.KeyRow + t)[h*dn : (h+1)*dn]
-					kpr := kp.Row(s.KeyRow + t)
-					var d float64
-					for j, x := range qnr {
-						d += float64(x) * float64(knr[j])
-					}
-					for j, x := range qpr {
-						d += float64(x) * float64(kpr[j])
-					}
-					sc[t] = d * float64(scale)
-					mx = math.Max(mx, sc[t])
-				}
-				var sum float64
-				for t := range sc {
-					sc[t] = math.Exp(sc[t] - mx)
-					sum += sc[t]
-				}
-				acc := make([]float64, dv)
-				for t := 0; t < T; t++ {
-					vr := vv.Row(s.KeyRow + t)[h*dv : (h+1)*dv]
-					p := sc[t] / sum
-					for j := range acc {
-						acc[j] += p * float64(vr[j])
-					}
-				}
-				or := o.Row(s.Row + i)[h*dv : (h+1)*dv]
-				for j := range or {
-					or[j] = float32(acc[j])
-				}
+				attendOne(o.Row(s.Row + i)[h*dv:(h+1)*dv], sc, scale,
+					func(t int) float64 {
+						return dot64(dot64(0, qnr, kn.Row(s.KeyRow + t)[h*dn:(h+1)*dn]), qpr, kp.Row(s.KeyRow+t))
+					},
+					func(t int) []float32 { return vv.Row(s.KeyRow + t)[h*dv : (h+1)*dv] })
 			}
 		}
 	}
