@@ -52,6 +52,15 @@ type Options struct {
 	Factory backend.Factory
 	// Threads is the CPU backend's goroutines per rank (0 = GOMAXPROCS / WorldSize).
 	Threads int
+	// RankBase and LocalRanks select the ranks this process runs when the WorldSize ranks
+	// are spread over several processes (nodes): global ranks [RankBase,
+	// RankBase+LocalRanks). Weights are sharded and experts assigned by global rank.
+	// LocalRanks 0 means all ranks in this process (RankBase must then be 0). With fewer
+	// local ranks, Factory is required: it is called with WorldSize and returns the
+	// local ranks only, joined to the other processes' ranks by its collectives. Every
+	// process must then call Forward with the same steps (see package cluster); only the
+	// process that holds rank 0 gets logits (the others get nil per sequence).
+	RankBase, LocalRanks int
 }
 
 // Seq is one sequence's work in a Forward step.
@@ -94,8 +103,14 @@ func (m *Model) MaxSeqLen() int { return m.cfg.MaxSeqLen }
 // Config returns the model configuration.
 func (m *Model) Config() configs.Model { return m.cfg }
 
-// WorldSize returns the number of ranks.
-func (m *Model) WorldSize() int { return len(m.ranks) }
+// WorldSize returns the number of ranks (in every process, see Options.LocalRanks).
+func (m *Model) WorldSize() int { return m.opt.WorldSize }
+
+// LocalRanks returns the global ranks this process runs: [base, base+n).
+func (m *Model) LocalRanks() (base, n int) { return m.opt.RankBase, len(m.ranks) }
+
+// local reports whether global rank r runs in this process.
+func (m *Model) local(r int) bool { return r >= m.opt.RankBase && r < m.opt.RankBase+m.opt.LocalRanks }
 
 // Close releases the backends. The model must not be used afterwards.
 func (m *Model) Close() error {
@@ -195,6 +210,15 @@ func Load(ctx context.Context, ckptDir string, cfg configs.Model, opt Options) (
 	if opt.NumBlocks < 1 {
 		return nil, fmt.Errorf("model: num blocks %d must be positive", opt.NumBlocks)
 	}
+	if opt.LocalRanks == 0 && opt.RankBase == 0 {
+		opt.LocalRanks = w
+	}
+	if opt.LocalRanks < 1 || opt.RankBase < 0 || opt.RankBase+opt.LocalRanks > w {
+		return nil, fmt.Errorf("model: local ranks [%d, %d) are not inside the world of %d ranks", opt.RankBase, opt.RankBase+opt.LocalRanks, w)
+	}
+	if opt.LocalRanks < w && opt.Factory == nil {
+		return nil, fmt.Errorf("model: running %d of %d ranks in this process needs a backend factory whose collectives span processes (e.g. ascend.NodeFactory); the %q backend has none", opt.LocalRanks, w, opt.Backend)
+	}
 	factory := opt.Factory
 	if factory == nil {
 		switch opt.Backend {
@@ -229,17 +253,20 @@ func Load(ctx context.Context, ckptDir string, cfg configs.Model, opt Options) (
 	if err != nil {
 		return nil, fmt.Errorf("model: create %s backend: %w", opt.Backend, err)
 	}
-	if len(bs) != w {
-		return nil, fmt.Errorf("model: backend factory made %d ranks, want %d", len(bs), w)
+	if len(bs) != opt.LocalRanks {
+		for _, b := range bs {
+			_ = b.Close()
+		}
+		return nil, fmt.Errorf("model: backend factory made %d ranks, want %d", len(bs), opt.LocalRanks)
 	}
-	for r, b := range bs {
-		m.ranks = append(m.ranks, &rank{b: b, r: r, w: w, m: m})
+	for i, b := range bs {
+		m.ranks = append(m.ranks, &rank{b: b, r: opt.RankBase + i, w: w, m: m})
 	}
 	if err := m.load(ctx, c); err != nil {
 		_ = m.Close()
 		return nil, err
 	}
-	opt.Logger.Info("model loaded", "dir", ckptDir, "backend", bs[0].Name(), "world_size", w,
+	opt.Logger.Info("model loaded", "dir", ckptDir, "backend", bs[0].Name(), "world_size", w, "local_ranks", fmt.Sprintf("[%d,%d)", opt.RankBase, opt.RankBase+opt.LocalRanks),
 		"layers", cfg.NLayers, "attn", opt.AttnImpl, "kv_blocks", opt.NumBlocks, "block_size", opt.BlockSize)
 	return m, nil
 }

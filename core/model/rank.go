@@ -55,7 +55,7 @@ type block struct {
 
 // load reads every tensor for every rank, then uploads; problems are reported all at once.
 func (m *Model) load(ctx context.Context, c *ckpt) error {
-	cfg, w := m.cfg, len(m.ranks)
+	cfg, w := m.cfg, m.opt.WorldSize
 	host := make([]map[string]*backend.HostWeight, w)
 	for r := range host {
 		host[r] = map[string]*backend.HostWeight{}
@@ -70,7 +70,7 @@ func (m *Model) load(ctx context.Context, c *ckpt) error {
 			return err
 		}
 		for r, hw := range c.readAll(s, w) {
-			if hw != nil {
+			if hw != nil && m.local(r) { // every process reads all shards, keeps its own
 				host[r][s.refName()] = hw
 			}
 		}
@@ -78,14 +78,14 @@ func (m *Model) load(ctx context.Context, c *ckpt) error {
 	if err := c.problems(); err != nil {
 		return fmt.Errorf("model: %w", err)
 	}
-	for r, rk := range m.ranks {
+	for _, rk := range m.ranks {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if err := rk.build(host[r]); err != nil {
-			return fmt.Errorf("model: rank %d: %w", r, err)
+		if err := rk.build(host[rk.r]); err != nil {
+			return fmt.Errorf("model: rank %d: %w", rk.r, err)
 		}
-		host[r] = nil
+		host[rk.r] = nil
 	}
 	return nil
 }
