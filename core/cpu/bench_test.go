@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -25,12 +26,28 @@ func bigBench() bool { return os.Getenv("DSGATE_BENCH_BIG") == "1" }
 // benchISAs lists the kernel sets to benchmark: the best one, plus the "generic" set
 // (the backend's first kernels: the "before" figures) with DSGATE_BENCH_BEFORE=1 —
 // they are 5–30× slower, so `make bench` leaves them out.
-func benchISAs() []string {
+// For int4 weights on AVX2 it adds "avx2+actq": the same kernels with
+// Options.QuantizeActivations.
+func benchISAs(d backend.DType) []string {
 	all := isas()
-	if os.Getenv("DSGATE_BENCH_BEFORE") == "1" {
-		return all
+	if os.Getenv("DSGATE_BENCH_BEFORE") != "1" {
+		all = all[len(all)-1:]
 	}
-	return all[len(all)-1:]
+	if d == backend.I4 && detectISA() >= isaAVX2 {
+		all = append(all, "avx2+actq")
+	}
+	return all
+}
+
+// benchGroup returns one rank for a kernel set of benchISAs.
+func benchGroup(b *testing.B, set string) *Backend {
+	b.Helper()
+	isa, actq := strings.CutSuffix(set, "+actq")
+	g, err := NewGroup(1, Options{ISA: isa, QuantizeActivations: actq})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return g[0].(*Backend)
 }
 
 // memBandwidth returns the read bandwidth (bytes/s) of threads goroutines streaming
@@ -395,9 +412,9 @@ func BenchmarkDecode(b *testing.B) {
 				probe[i] = 1
 			}
 			b.Logf("%v: %d layers, %d routed experts, %.2f GB of weights", d, s.layers, s.experts, float64(m.total)/1e9)
-			for _, isa := range benchISAs() {
+			for _, isa := range benchISAs(d) {
 				b.Run(isa, func(b *testing.B) {
-					cb := isaGroup(b, isa, 0)
+					cb := benchGroup(b, isa)
 					bw := memBandwidth(probe, cb.threads, detectISA())
 					warm := opTimes{}
 					m.step(b, cb, 1, warm)
@@ -457,9 +474,9 @@ func BenchmarkPrefillMatmul(b *testing.B) {
 		g int
 	}{{backend.I4, 128}, {backend.I8, 0}, {backend.BF16, 0}} {
 		hw := fillWeight(r, "w13", tc.d, N, K, tc.g)
-		for _, isa := range benchISAs() {
+		for _, isa := range benchISAs(tc.d) {
 			b.Run(fmt.Sprintf("%v/%s", tc.d, isa), func(b *testing.B) {
-				cb := isaGroup(b, isa, 0)
+				cb := benchGroup(b, isa)
 				w, err := cb.LoadWeight(hw)
 				if err != nil {
 					b.Fatal(err)
@@ -511,9 +528,9 @@ func BenchmarkGEMV(b *testing.B) {
 			hws = append(hws, hw)
 			bytes += weightBytes(hw)
 		}
-		for _, isa := range benchISAs() {
+		for _, isa := range benchISAs(tc.d) {
 			b.Run(fmt.Sprintf("%v-g%d/%s", tc.d, tc.g, isa), func(b *testing.B) {
-				cb := isaGroup(b, isa, 0)
+				cb := benchGroup(b, isa)
 				var ws []backend.Weight
 				for _, hw := range hws {
 					w, _ := cb.LoadWeight(hw)

@@ -46,7 +46,7 @@ func (b *Backend) ISA() string { return isaName(b.isa) }
 // available at b's ISA level. The choice depends only on the weight and the level,
 // never on x's row count, so results stay row-independent.
 func (b *Backend) linear(o, x *backend.HostTensor, w *backend.HostWeight, n0, n1, xc0 int) {
-	if fastKernel(b.isa, o, x, w, n0, n1, xc0) {
+	if fastKernel(b.isa, b.actq, o, x, w, n0, n1, xc0) {
 		return
 	}
 	linearKernel(o, x, w, n0, n1, xc0)
@@ -63,6 +63,23 @@ func kParts(w *backend.HostWeight) int {
 		return 2
 	}
 	return 1
+}
+
+// actBlock is the activation block size of the int8-activation kernel for w, or 0
+// when it does not apply: int4 weights whose scale groups are whole blocks (a multiple
+// of 64 or 32 inputs) or span all of K (per channel). Blocks of 64 divide the k ranges
+// of kParts, so results stay independent of the thread count.
+func actBlock(w *backend.HostWeight) int {
+	if w.DType != backend.I4 {
+		return 0
+	}
+	switch g := w.GroupSize; {
+	case g == 0 || g >= w.K || g%64 == 0:
+		return 64
+	case g%32 == 0:
+		return 32
+	}
+	return 0
 }
 
 // kBound returns the first input row of range p of P (multiples of 64).
@@ -101,7 +118,7 @@ func (b *Backend) matmul(o, x *backend.HostTensor, w *backend.HostWeight, xc0 in
 			return
 		}
 		ov, _ := backend.SliceHost(parts[p], 0, o.R, lo, hi-lo)
-		qKernel(ov, x, w, kBound(w.K, p, P), kBound(w.K, p+1, P), lo, hi, xc0)
+		qKernel(ov, x, w, kBound(w.K, p, P), kBound(w.K, p+1, P), lo, hi, xc0, b.actq)
 	}
 	if b.threads <= 1 {
 		for p := 0; p < P; p++ {

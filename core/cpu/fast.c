@@ -171,6 +171,12 @@ T static void q_decode(const float *x, long ldx, int M, const uint8_t *q, int bi
 				long cbyte = bits == 8 ? c0 + cb : (c0 + cb) / 2;
 				const uint8_t *wp = q + (long)kk * rowbytes + cbyte;
 				long ldw = rowbytes;
+				// Prefetch the next block's rows at these columns (one line per row):
+				// the hardware prefetcher alone leaves the 16 interleaved row streams
+				// short of the memory bandwidth.
+				if (kk + KB < k1 && (bits == 8 || (cb & 64) == 0))
+					for (int k = 0; k < KB && kk + KB + k < k1; k++)
+						_mm_prefetch((const char *)(wp + (long)(KB + k) * rowbytes), _MM_HINT_T0);
 				if (nc < 64) {
 					int bw = bits == 8 ? 64 : 32, nb = bits == 8 ? nc : nc / 2;
 					memset(tmp, 0, (size_t)kb * bw);

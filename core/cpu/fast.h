@@ -45,6 +45,24 @@ void dsg_mla_avx2(const float *qa, long ldqa, const float *qp, long ldqp, int M,
                   int r, const float *cache, long width, const int32_t *slots, float scale, float *out, long ldo,
                   float *sc);
 
+// Quantized activations (actq.c). dsg_quant_act quantizes rows of x over inputs
+// [k0, k1) in blocks of B (aligned to multiples of B from input 0, the last one
+// clipped at k1): per block s = absmax/127, q = rint(x·127/absmax) in [-127, 127];
+// it writes q at xq[m*ldxq + k], s at xs[m*ldxs + k/B] and the block's sum of q at
+// xsum[m*ldxs + k/B], and zeroes xq[m*ldxq + k1] when k1 is odd.
+void dsg_quant_act(const float *x, long ldx, int M, int k0, int k1, int B, int8_t *xq, long ldxq, float *xs,
+                   int32_t *xsum, long ldxs);
+
+// dsg_q4a8_avx2 is dsg_qlinear_avx2 for int4 weights with activations quantized by
+// dsg_quant_act (same B, k0, k1): per element and block, an exact integer dot product
+// of q_x and q_w (vpmaddubsw on q_w + 8, corrected by 8·sum q_x), then
+// out = fma(float(dot)·w_scale, x_scale, out) in block order from 0. G is a multiple
+// of B, or G >= k1. k0 is a multiple of B, c0 of 8. scratch: (2M+1)·round64(c1-c0)
+// 4-byte words.
+void dsg_q4a8_avx2(const int8_t *xq, long ldxq, const float *xs, const int32_t *xsum, long ldxs, int M,
+                   const void *q, int N, const float *scale, int G, int B, int k0, int k1, int c0, int c1, float *y,
+                   long ldy, void *scratch);
+
 // dsg_stream_read sums n floats (n a multiple of 64) with 8-wide vectors: a
 // memory-bandwidth probe. dsg_peak_fma runs iters rounds of 12 independent 8-wide FMA
 // chains (96 FMAs per round per chain set) and returns a value that depends on them.

@@ -32,7 +32,7 @@ func detectISA() int { return int(C.dsg_detect_isa()) }
 // fastKernel computes out[:, 0:n1-n0] = x[:, xc0:xc0+K] · W[n0:n1]ᵀ with the AVX2
 // kernels and reports true, or reports false when it has no fast path for this
 // weight (the caller then runs linearKernel). Shapes were checked by the caller.
-func fastKernel(isa int, o, x *backend.HostTensor, w *backend.HostWeight, n0, n1, xc0 int) bool {
+func fastKernel(isa int, actq bool, o, x *backend.HostTensor, w *backend.HostWeight, n0, n1, xc0 int) bool {
 	if isa < isaAVX2 {
 		return false
 	}
@@ -52,7 +52,7 @@ func fastKernel(isa int, o, x *backend.HostTensor, w *backend.HostWeight, n0, n1
 		if w.DType == backend.I4 && n0%8 != 0 {
 			return false
 		}
-		qKernel(o, x, w, 0, w.K, n0, n1, xc0)
+		qKernel(o, x, w, 0, w.K, n0, n1, xc0, actq)
 	default:
 		return false
 	}
@@ -61,14 +61,19 @@ func fastKernel(isa int, o, x *backend.HostTensor, w *backend.HostWeight, n0, n1
 
 // qKernel computes, over input rows [k0, k1) of a quantized weight, out[:, 0:n1-n0] =
 // x[:, xc0+k0:xc0+k1] · W[n0:n1, k0:k1]ᵀ (fast.h gives the exact arithmetic). n0 is a
-// multiple of 8 for int4; x has at least one row.
-func qKernel(o, x *backend.HostTensor, w *backend.HostWeight, k0, k1, n0, n1, xc0 int) {
+// multiple of 8 for int4; x has at least one row. With actq, int4 weights whose groups
+// fit (actBlock) run on int8 activations and integer dot products.
+func qKernel(o, x *backend.HostTensor, w *backend.HostWeight, k0, k1, n0, n1, xc0 int, actq bool) {
 	bits, g := 8, w.GroupSize
 	if w.DType == backend.I4 {
 		bits = 4
 	}
 	if g == 0 {
 		g = w.K
+	}
+	if B := actBlock(w); actq && B > 0 {
+		q4a8Kernel(o, x, w, g, B, k0, k1, n0, n1, xc0)
+		return
 	}
 	n := 2 * x.R * 64
 	if x.R <= decodeRows {
@@ -78,6 +83,23 @@ func qKernel(o, x *backend.HostTensor, w *backend.HostWeight, k0, k1, n0, n1, xc
 	C.dsg_qlinear_avx2(fptr(x.Data, x.Off+xc0), C.long(x.Stride), C.int(x.R), unsafe.Pointer(&w.Q[0]), C.int(bits), C.int(w.N),
 		(*C.float)(unsafe.Pointer(&w.Scale[0])), C.int(g), C.int(k0), C.int(k1), C.int(n0), C.int(n1), fptr(o.Data, o.Off),
 		C.long(o.Stride), fptr(scratch, 0))
+}
+
+// q4a8Kernel quantizes x's rows over [k0, k1) to int8 in blocks of B and runs the
+// int4 × int8 kernel (fast.h "Quantized activations").
+func q4a8Kernel(o, x *backend.HostTensor, w *backend.HostWeight, g, B, k0, k1, n0, n1, xc0 int) {
+	M := x.R
+	ldq := (w.K + 64) &^ 63 // room for the zero after an odd k1
+	nb := (w.K + B - 1) / B
+	xq := make([]int8, M*ldq)
+	xs := make([]float32, M*nb)
+	xsum := make([]int32, M*nb)
+	C.dsg_quant_act(fptr(x.Data, x.Off+xc0), C.long(x.Stride), C.int(M), C.int(k0), C.int(k1), C.int(B),
+		(*C.int8_t)(unsafe.Pointer(&xq[0])), C.long(ldq), fptr(xs, 0), (*C.int32_t)(unsafe.Pointer(&xsum[0])), C.long(nb))
+	scratch := make([]float32, (2*M+1)*((n1-n0+63)&^63))
+	C.dsg_q4a8_avx2((*C.int8_t)(unsafe.Pointer(&xq[0])), C.long(ldq), fptr(xs, 0), (*C.int32_t)(unsafe.Pointer(&xsum[0])), C.long(nb),
+		C.int(M), unsafe.Pointer(&w.Q[0]), C.int(w.N), (*C.float)(unsafe.Pointer(&w.Scale[0])), C.int(g), C.int(B),
+		C.int(k0), C.int(k1), C.int(n0), C.int(n1), fptr(o.Data, o.Off), C.long(o.Stride), unsafe.Pointer(&scratch[0]))
 }
 
 // mlaFast runs absorbed attention for one sequence and heads [h0, h1) with the AVX2

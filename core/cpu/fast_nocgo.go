@@ -16,12 +16,12 @@ const decodeRows = 4
 func detectISA() int { return isaGeneric }
 
 // fastKernel has no fast path without cgo.
-func fastKernel(isa int, o, x *backend.HostTensor, w *backend.HostWeight, n0, n1, xc0 int) bool {
+func fastKernel(isa int, actq bool, o, x *backend.HostTensor, w *backend.HostWeight, n0, n1, xc0 int) bool {
 	return false
 }
 
 // qKernel is never called without cgo (fastKernel reports false first).
-func qKernel(o, x *backend.HostTensor, w *backend.HostWeight, k0, k1, n0, n1, xc0 int) {
+func qKernel(o, x *backend.HostTensor, w *backend.HostWeight, k0, k1, n0, n1, xc0 int, actq bool) {
 	linearKernel(o, x, w, n0, n1, xc0)
 }
 

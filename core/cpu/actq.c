@@ -1,0 +1,201 @@
+// Integer-dot kernels of the dsgate CPU backend: int4 weights times int8 activations
+// (fast.h, "Quantized activations"; KERNELS.md explains the layout and the numerics).
+#include "fast.h"
+#include <string.h>
+#include <math.h>
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define DSG_X86 1
+#endif
+
+void dsg_quant_act(const float *x, long ldx, int M, int k0, int k1, int B, int8_t *xq, long ldxq, float *xs,
+                   int32_t *xsum, long ldxs) {
+	for (int m = 0; m < M; m++) {
+		const float *xr = x + m * ldx;
+		int8_t *qr = xq + m * ldxq;
+		for (int b0 = k0; b0 < k1;) {
+			int b1 = (b0 / B + 1) * B;
+			if (b1 > k1) b1 = k1;
+			float amax = 0;
+			for (int k = b0; k < b1; k++) {
+				float a = fabsf(xr[k]);
+				if (a > amax) amax = a;
+			}
+			float inv = amax > 0 ? 127.0f / amax : 0;
+			int32_t sum = 0;
+			for (int k = b0; k < b1; k++) {
+				float v = rintf(xr[k] * inv);
+				int q = v > 127 ? 127 : v < -127 ? -127 : (int)v;
+				qr[k] = (int8_t)q;
+				sum += q;
+			}
+			xs[m * ldxs + b0 / B] = amax / 127.0f;
+			xsum[m * ldxs + b0 / B] = sum;
+			b0 = b1;
+		}
+		// The kernel reads activations in pairs: the slot after an odd range end is 0.
+		if (k1 & 1) qr[k1] = 0;
+	}
+}
+
+// pos4a8 is the position in a 64-column block of the kernel's accumulators of
+// column c: the unpacking below leaves even and odd columns, and the two 8-byte
+// halves of each 16-byte lane, in separate vectors.
+static inline int pos4a8(int c) {
+	int j = c >> 1, i = 2 * (c & 1) + ((j >> 3) & 1);
+	return 16 * i + 8 * (j >> 4) + (j & 7);
+}
+
+#ifdef DSG_X86
+#define T __attribute__((target("avx2,fma")))
+
+#define KQ 16 // k rows unpacked per chunk: 8 pairs, whose int16 sums cannot overflow
+
+// unpack_pair turns two int4 rows (k, k+1) of 64 columns into 4 vectors of byte pairs
+// (u_k, u_k+1) with u = q + 8 in [0, 15] — the unsigned operand of vpmaddubsw.
+T static inline void unpack_pair(const uint8_t *r0, const uint8_t *r1, __m256i w[4]) {
+	const __m256i flip = _mm256_set1_epi8((char)0x88), m4 = _mm256_set1_epi8(0x0F);
+	__m256i v0 = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)r0), flip);
+	__m256i v1 = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)r1), flip);
+	__m256i l0 = _mm256_and_si256(v0, m4), l1 = _mm256_and_si256(v1, m4);
+	__m256i h0 = _mm256_and_si256(_mm256_srli_epi16(v0, 4), m4), h1 = _mm256_and_si256(_mm256_srli_epi16(v1, 4), m4);
+	w[0] = _mm256_unpacklo_epi8(l0, l1);
+	w[1] = _mm256_unpackhi_epi8(l0, l1);
+	w[2] = _mm256_unpacklo_epi8(h0, h1);
+	w[3] = _mm256_unpackhi_epi8(h0, h1);
+}
+
+// widen_add adds the int16 lane sums a[0..4) to ac[0..64) (int32, kernel order).
+T static inline __attribute__((always_inline)) void widen_add(const __m256i a[4], int32_t *ac) {
+	for (int i = 0; i < 4; i++) {
+		__m256i lo = _mm256_cvtepi16_epi32(_mm256_castsi256_si128(a[i]));
+		__m256i hi = _mm256_cvtepi16_epi32(_mm256_extracti128_si256(a[i], 1));
+		__m256i *d = (__m256i *)(ac + 16 * i);
+		_mm256_storeu_si256(d, _mm256_add_epi32(_mm256_loadu_si256(d), lo));
+		_mm256_storeu_si256(d + 1, _mm256_add_epi32(_mm256_loadu_si256(d + 1), hi));
+	}
+}
+
+// pair_act broadcasts activations k and k+1 (xp[0], xp[1]) as the int16 byte pair.
+T static inline __attribute__((always_inline)) __m256i pair_act(const int8_t *xp) {
+	int16_t pr;
+	memcpy(&pr, xp, 2);
+	return _mm256_set1_epi16(pr);
+}
+
+// dot_chunk adds to ac[0..64) (int32, kernel order) the np pair products of one row's
+// activations xp with the unpacked chunk wb.
+T static inline void dot_chunk(const int8_t *xp, const __m256i *wb, int np, int32_t *ac) {
+	__m256i a[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256()};
+	for (int p = 0; p < np; p++) {
+		__m256i av = pair_act(xp + 2 * p);
+		for (int i = 0; i < 4; i++) a[i] = _mm256_add_epi16(a[i], _mm256_maddubs_epi16(wb[4 * p + i], av));
+	}
+	widen_add(a, ac);
+}
+
+// dot_fused is unpack + dot_chunk for R (1 or 2) rows without storing the unpacked
+// weights: at one or two rows the stores and reloads cost more than they save.
+T static inline __attribute__((always_inline)) void dot_fused(int R, const int8_t *x0, const int8_t *x1,
+                                                              const uint8_t *const *r0, const uint8_t *const *r1,
+                                                              int np, int32_t *ac0, int32_t *ac1) {
+	__m256i a[2][4];
+	for (int r = 0; r < R; r++)
+		for (int i = 0; i < 4; i++) a[r][i] = _mm256_setzero_si256();
+	for (int p = 0; p < np; p++) {
+		__m256i w[4];
+		unpack_pair(r0[p], r1[p], w);
+		__m256i av0 = pair_act(x0 + 2 * p);
+		for (int i = 0; i < 4; i++) a[0][i] = _mm256_add_epi16(a[0][i], _mm256_maddubs_epi16(w[i], av0));
+		if (R == 2) {
+			__m256i av1 = pair_act(x1 + 2 * p);
+			for (int i = 0; i < 4; i++) a[1][i] = _mm256_add_epi16(a[1][i], _mm256_maddubs_epi16(w[i], av1));
+		}
+	}
+	widen_add(a[0], ac0);
+	if (R == 2) widen_add(a[1], ac1);
+}
+
+T void dsg_q4a8_avx2(const int8_t *xq, long ldxq, const float *xs, const int32_t *xsum, long ldxs, int M,
+                   const void *qv, int N, const float *scale, int G, int B, int k0, int k1, int c0, int c1, float *y,
+                   long ldy, void *scratch) {
+	const uint8_t *q = (const uint8_t *)qv;
+	static const uint8_t zero[32];
+	uint8_t tmp[KQ / 2][2][32];
+	__m256i wb[4 * KQ / 2];
+	long rowbytes = N / 2;
+	int sw = c1 - c0, swp = (sw + 63) & ~63;
+	int32_t *acc = (int32_t *)scratch;
+	float *out = (float *)(acc + (long)M * swp), *sperm = out + (long)M * swp;
+	memset(out, 0, sizeof(float) * swp * (size_t)M);
+	int gcur = -1;
+	for (int b0 = k0; b0 < k1;) {
+		int b1 = (b0 / B + 1) * B;
+		if (b1 > k1) b1 = k1;
+		memset(acc, 0, sizeof(int32_t) * swp * (size_t)M);
+		for (int kk = b0; kk < b1; kk += KQ) {
+			int kb = b1 - kk < KQ ? b1 - kk : KQ, np = (kb + 1) / 2;
+			for (int cb = 0; cb < sw; cb += 64) {
+				int nc = sw - cb < 64 ? sw - cb : 64;
+				const uint8_t *base = q + (long)kk * rowbytes + (c0 + cb) / 2;
+				const uint8_t *r0[KQ / 2], *r1[KQ / 2];
+				for (int p = 0; p < np; p++) {
+					r0[p] = base + 2L * p * rowbytes;
+					r1[p] = 2 * p + 1 < kb ? r0[p] + rowbytes : zero;
+					if (nc < 64) {
+						memset(tmp[p], 0, sizeof tmp[p]);
+						memcpy(tmp[p][0], r0[p], (size_t)nc / 2);
+						memcpy(tmp[p][1], r1[p], (size_t)nc / 2);
+						r0[p] = tmp[p][0];
+						r1[p] = tmp[p][1];
+					}
+				}
+				if (kk + KQ < k1 && (cb & 64) == 0)
+					for (int k = 0; k < KQ && kk + KQ + k < k1; k++)
+						_mm_prefetch((const char *)(base + (long)(KQ + k) * rowbytes), _MM_HINT_T0);
+				const int8_t *xk = xq + kk;
+				int32_t *ak = acc + cb;
+				if (M <= 2) {
+					if (M == 2)
+						dot_fused(2, xk, xk + ldxq, r0, r1, np, ak, ak + swp);
+					else
+						dot_fused(1, xk, xk, r0, r1, np, ak, ak);
+					continue;
+				}
+				for (int p = 0; p < np; p++) unpack_pair(r0[p], r1[p], wb + 4 * p);
+				for (int m = 0; m < M; m++) dot_chunk(xk + m * ldxq, wb, np, ak + (long)m * swp);
+			}
+		}
+		int g = b0 / G;
+		if (g != gcur) {
+			memset(sperm, 0, sizeof(float) * swp);
+			for (int c = 0; c < sw; c++) sperm[(c & ~63) + pos4a8(c & 63)] = scale[(long)g * N + c0 + c];
+			gcur = g;
+		}
+		for (int m = 0; m < M; m++) {
+			__m256 as = _mm256_set1_ps(xs[m * ldxs + b0 / B]);
+			__m256i off = _mm256_set1_epi32(8 * xsum[m * ldxs + b0 / B]);
+			int32_t *ac = acc + (long)m * swp;
+			float *o = out + (long)m * swp;
+			for (int j = 0; j < swp; j += 8) {
+				__m256 f = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_loadu_si256((const __m256i *)(ac + j)), off));
+				_mm256_storeu_ps(o + j, _mm256_fmadd_ps(_mm256_mul_ps(f, _mm256_loadu_ps(sperm + j)), as, _mm256_loadu_ps(o + j)));
+			}
+		}
+		b0 = b1;
+	}
+	for (int m = 0; m < M; m++) {
+		float *yr = y + m * ldy, *o = out + (long)m * swp;
+		for (int c = 0; c < sw; c++) yr[c] = o[(c & ~63) + pos4a8(c & 63)];
+	}
+}
+#else
+void dsg_q4a8_avx2(const int8_t *xq, long ldxq, const float *xs, const int32_t *xsum, long ldxs, int M,
+                   const void *qv, int N, const float *scale, int G, int B, int k0, int k1, int c0, int c1, float *y,
+                   long ldy, void *scratch) {
+	(void)xq; (void)ldxq; (void)xs; (void)xsum; (void)ldxs; (void)M; (void)qv; (void)N; (void)scale; (void)G;
+	(void)B; (void)k0; (void)k1; (void)c0; (void)c1; (void)y; (void)ldy; (void)scratch;
+	(void)pos4a8;
+}
+#endif
