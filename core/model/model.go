@@ -52,6 +52,9 @@ type Options struct {
 	Factory backend.Factory
 	// Threads is the CPU backend's goroutines per rank (0 = GOMAXPROCS / WorldSize).
 	Threads int
+	// QuantizeActivations runs the CPU backend's int4 matmuls on int8 activations
+	// (cpu.Options.QuantizeActivations: faster decode, slightly less exact).
+	QuantizeActivations bool
 	// RankBase and LocalRanks select the ranks this process runs when the WorldSize ranks
 	// are spread over several processes (nodes): global ranks [RankBase,
 	// RankBase+LocalRanks). Weights are sharded and experts assigned by global rank.
@@ -223,7 +226,7 @@ func Load(ctx context.Context, ckptDir string, cfg configs.Model, opt Options) (
 	if factory == nil {
 		switch opt.Backend {
 		case "", "cpu":
-			factory = cpu.Factory(cpu.Options{Threads: opt.Threads})
+			factory = cpu.Factory(cpu.Options{Threads: opt.Threads, QuantizeActivations: opt.QuantizeActivations})
 		case "reference":
 			factory = backend.NewReferenceGroup
 		default:
