@@ -293,6 +293,32 @@ func (rk *rank) moe(st *step, l int, bl *block, x backend.Tensor) backend.Tensor
 	if !st.ok(what("moe gate"), err) {
 		return nil
 	}
+	var y backend.Tensor
+	if bl.stack != nil {
+		// Device-side MoE over the rank's stacked experts (backend.RoutedExperts).
+		y = st.alloc(M, D)
+		if st.err == nil {
+			st.fail(what("routed experts"), rk.rx.RoutedMoE(y, x, idx, wts, m.gate.TopK, cfg.NRoutedExperts, bl.stack))
+		}
+	} else {
+		y = rk.routed(st, l, bl, x, idx, wts)
+	}
+	if bl.shared != nil {
+		z := rk.swiglu(st, what("shared experts"), bl.shared, x)
+		if st.err == nil {
+			st.fail(what("shared add"), b.Add(y, y, z))
+		}
+	}
+	return y
+}
+
+// routed is the routed-expert part of the MoE layer composed of per-expert ops
+// (GatherRows, GroupedLinear, SwiGLU, GroupedLinear, MoECombine) for the rank's experts;
+// idx and wts are MoEGate's output.
+func (rk *rank) routed(st *step, l int, bl *block, x backend.Tensor, idx []int32, wts []float32) backend.Tensor {
+	b, m, cfg := rk.b, rk.m, rk.m.cfg
+	M, D := x.Rows(), cfg.Dim
+	what := func(s string) string { return fmt.Sprintf("layer %d %s", l, s) }
 	// Dispatch: the (expert, token) pairs of this rank's experts, by expert then token —
 	// the reference's accumulation order (spec §5.5 "Experts and combination").
 	type pair struct {
@@ -345,12 +371,6 @@ func (rk *rank) moe(st *step, l int, bl *block, x backend.Tensor) backend.Tensor
 	}
 	if st.err == nil {
 		st.fail(what("combine"), b.MoECombine(y, ye, rows, ws))
-	}
-	if bl.shared != nil {
-		z := rk.swiglu(st, what("shared experts"), bl.shared, x)
-		if st.err == nil {
-			st.fail(what("shared add"), b.Add(y, y, z))
-		}
 	}
 	return y
 }

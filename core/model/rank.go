@@ -18,6 +18,7 @@ type rank struct {
 	head  backend.Weight // [V/W, D]
 	cache backend.Cache  // layers × blocks × BlockSize × (Lc + R)
 	rope  backend.RopeTable
+	rx    backend.RoutedExperts // the backend's device-side MoE, when it has one
 
 	layers []*block
 }
@@ -45,10 +46,11 @@ type mlp struct {
 type block struct {
 	attnNorm, ffnNorm backend.Weight // [D]
 	attn              mla
-	dense             *mlp           // dense layers
-	gate              backend.Weight // MoE: router [E, D]
-	bias              backend.Weight // MoE: correction bias [E] (nil if none)
-	experts           []mlp          // MoE: local routed experts [e0, e0+len)
+	dense             *mlp            // dense layers
+	gate              backend.Weight  // MoE: router [E, D]
+	bias              backend.Weight  // MoE: correction bias [E] (nil if none)
+	experts           []mlp           // MoE: local routed experts [e0, e0+len), per expert
+	stack             backend.Experts // MoE: the same experts stacked by rx (then experts is nil)
 	e0                int
 	shared            *mlp // MoE: shared experts (nil if n_shared_experts == 0)
 }
@@ -115,6 +117,7 @@ func (rk *rank) build(h map[string]*backend.HostWeight) error {
 		out, err = backend.ConcatRows(name, parts...)
 		return out
 	}
+	rk.rx, _ = b.(backend.RoutedExperts)
 	rk.embed = up(get("embed.weight"))
 	rk.norm = up(get("norm.weight"))
 	rk.head = up(get("head.weight"))
@@ -167,12 +170,26 @@ func (rk *rank) build(h map[string]*backend.HostWeight) error {
 			}
 			per := cfg.NRoutedExperts / rk.w
 			bl.e0 = rk.r * per
+			w13s := make([]*backend.HostWeight, 0, per)
+			w2s := make([]*backend.HostWeight, 0, per)
 			for e := bl.e0; e < bl.e0+per; e++ {
 				q := fmt.Sprintf("%sffn.experts.%d.", p, e)
-				bl.experts = append(bl.experts, mlp{
-					w13: up(cat(q+"w13", get(q+"w1.weight"), get(q+"w3.weight"))),
-					w2:  up(get(q + "w2.weight")),
-				})
+				w13s = append(w13s, cat(q+"w13", get(q+"w1.weight"), get(q+"w3.weight")))
+				w2s = append(w2s, get(q+"w2.weight"))
+			}
+			// One copy of the experts on the device: stacked for the backend's
+			// device-side MoE when it takes them, else one weight per expert.
+			if rk.rx != nil && err == nil {
+				if bl.stack, err = rk.rx.LoadExperts(bl.e0, w13s, w2s); err != nil {
+					err = fmt.Errorf("upload %sffn.experts [%d,%d): %w", p, bl.e0, bl.e0+per, err)
+				} else if bl.stack != nil && (bl.stack.First() != bl.e0 || bl.stack.Count() != per) {
+					err = fmt.Errorf("upload %sffn.experts: backend stacked [%d,+%d), want [%d,+%d)", p, bl.stack.First(), bl.stack.Count(), bl.e0, per)
+				}
+			}
+			if bl.stack == nil {
+				for i := range w13s {
+					bl.experts = append(bl.experts, mlp{w13: up(w13s[i]), w2: up(w2s[i])})
+				}
 			}
 			if cfg.NSharedExperts > 0 {
 				q := p + "ffn.shared_experts."
