@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"math"
 	"sync"
+	"sync/atomic"
 	"unsafe"
 
 	"github.com/dsgate/dsgate/core/backend"
@@ -38,12 +39,20 @@ type Backend struct {
 	comm   C.uintptr_t
 	matDT  int // device dtype of dense matrices: dtBF16 or dtF32
 	closed bool
-	// gatherRowIdx is a test seam: FusedMoE asks MoeInitRoutingV3 for the gather-form
+	// hostMoE is Options.HostMoE: LoadExperts declines, so the model keeps the
+	// per-expert MoE composition.
+	hostMoE bool
+	// routedMoE counts RoutedMoE calls (RoutedMoECalls).
+	routedMoE atomic.Int64
+	// gatherRowIdx is a test seam: RoutedMoE asks MoeInitRoutingV3 for the gather-form
 	// row index (rowIdxType 0) that MoeTokenUnpermute does not take.
 	gatherRowIdx bool
 }
 
-var _ backend.Backend = (*Backend)(nil)
+var (
+	_ backend.Backend       = (*Backend)(nil)
+	_ backend.RoutedExperts = (*Backend)(nil)
+)
 
 func newGroup(worldSize int, opt Options) ([]backend.Backend, error) {
 	a, err := loadAPI(opt.CANNHome)
@@ -84,7 +93,7 @@ func newGroup(worldSize int, opt Options) ([]backend.Backend, error) {
 	}
 	out := make([]backend.Backend, worldSize)
 	for r, w := range workers {
-		b := &Backend{g: g, w: w, rank: r, world: worldSize, matDT: dtBF16}
+		b := &Backend{g: g, w: w, rank: r, world: worldSize, matDT: dtBF16, hostMoE: opt.HostMoE}
 		if opt.Precision == "f32" {
 			b.matDT = dtF32
 		}

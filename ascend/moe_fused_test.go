@@ -5,27 +5,35 @@ package ascend
 import (
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"testing"
 
 	"github.com/dsgate/dsgate/core/backend"
 )
 
 // TestFusedMoEMatchesReference checks the device-side MoE path (MoeInitRoutingV3 →
-// GroupedMatmulV4 → SwiGlu → GroupedMatmulV4 → MoeTokenUnpermute) against the
-// reference composition of GatherRows, GroupedLinear, SwiGLU and MoECombine.
+// GroupedMatmulV4 → SwiGlu → GroupedMatmulV4 → MoeTokenUnpermute in bf16 precision;
+// per-expert Matmul in place of GroupedMatmulV4 in f32 precision) against the reference
+// composition of GatherRows, GroupedLinear, SwiGLU and MoECombine.
 func TestFusedMoEMatchesReference(t *testing.T) {
 	const d, inter, nExp, first, count, m, topK = 64, 32, 8, 2, 4, 5, 3
-	b := rankOf(t, newGroupT(t, 1, "bf16")[0])
+	bs := map[string]*Backend{"bf16": rankOf(t, newGroupT(t, 1, "bf16")[0]), "f32": rankOf(t, newGroupT(t, 1, "f32")[0])}
 	ref := backend.NewReference(0, backend.NewComm(1))
 	for _, tc := range []struct {
-		d     backend.DType
-		group int
-	}{{backend.I4, 0}, {backend.I4, 32}, {backend.I8, 0}, {backend.BF16, 0}} {
-		t.Run(fmt.Sprintf("%v-g%d", tc.d, tc.group), func(t *testing.T) {
+		precision string
+		d         backend.DType
+		group     int
+		tol       float64
+	}{
+		{"bf16", backend.I4, 0, 3e-2}, {"bf16", backend.I4, 32, 3e-2}, {"bf16", backend.I8, 0, 3e-2}, {"bf16", backend.BF16, 0, 3e-2},
+		{"f32", backend.I4, 32, 1e-5}, {"f32", backend.I8, 0, 1e-5}, {"f32", backend.F32, 0, 1e-5},
+	} {
+		b := bs[tc.precision]
+		t.Run(fmt.Sprintf("%s-%v-g%d", tc.precision, tc.d, tc.group), func(t *testing.T) {
 			r := rand.New(rand.NewPCG(11, uint64(tc.group)))
 			mk := func(n, k int) *backend.HostWeight {
-				if tc.d == backend.BF16 {
-					return randWeight(r, backend.BF16, n, k, 0)
+				if tc.d != backend.I8 && tc.d != backend.I4 {
+					return randWeight(r, tc.d, n, k, 0)
 				}
 				g := tc.group
 				if g >= k {
@@ -38,10 +46,15 @@ func TestFusedMoEMatchesReference(t *testing.T) {
 			for range count {
 				w1, w3, w2 = append(w1, mk(inter, d)), append(w3, mk(inter, d)), append(w2, mk(d, inter))
 			}
-			ex, err := b.LoadExperts(first, w1, w3, w2)
-			if err != nil {
-				t.Fatal(err)
+			w13 := make([]*backend.HostWeight, count)
+			for i := range w13 {
+				w13[i], _ = backend.ConcatRows("w13", w1[i], w3[i])
 			}
+			ex, err := b.LoadExperts(first, w13, w2)
+			if err != nil || ex == nil {
+				t.Fatalf("LoadExperts: %v, %v", ex, err)
+			}
+			calls := b.RoutedMoECalls()
 			xv := randF32(r, m*d)
 			idx := make([]int32, m*topK)
 			wts := make([]float32, m*topK)
@@ -53,10 +66,13 @@ func TestFusedMoEMatchesReference(t *testing.T) {
 				}
 			}
 			out := tensor(t, b, m, d, nil)
-			if err := b.FusedMoE(out, tensor(t, b, m, d, xv), idx, wts, topK, nExp, ex); err != nil {
+			if err := b.RoutedMoE(out, tensor(t, b, m, d, xv), idx, wts, topK, nExp, ex); err != nil {
 				t.Fatal(err)
 			}
 			got := read(t, b, out)
+			if n := b.RoutedMoECalls() - calls; n != 1 {
+				t.Fatalf("RoutedMoECalls counted %d calls, want 1", n)
+			}
 
 			// Reference: rows sorted by local expert, then the three reference ops.
 			var rows, tok []int32
@@ -93,7 +109,7 @@ func TestFusedMoEMatchesReference(t *testing.T) {
 				}
 			}
 			want := o.(*backend.HostTensor).Data
-			if e := relErr(got, want); e > 3e-2 {
+			if e := relErr(got, want); e > tc.tol {
 				t.Fatalf("fused MoE rel err %.3g", e)
 			} else {
 				t.Logf("rel err %.3g", e)
@@ -101,12 +117,76 @@ func TestFusedMoEMatchesReference(t *testing.T) {
 			// The index-order flag matters: the gather-form row index scrambles the combine.
 			b.gatherRowIdx = true
 			defer func() { b.gatherRowIdx = false }()
-			if err := b.FusedMoE(out, tensor(t, b, m, d, xv), idx, wts, topK, nExp, ex); err != nil {
+			if err := b.RoutedMoE(out, tensor(t, b, m, d, xv), idx, wts, topK, nExp, ex); err != nil {
 				t.Fatal(err)
 			}
 			if e := relErr(read(t, b, out), want); e < 0.3 {
 				t.Fatalf("gather-form row index gave rel err %.3g; the emulator must honour rowIdxType", e)
 			}
 		})
+	}
+}
+
+// TestLoadExpertsDeclinesAndRejects: LoadExperts returns (nil, nil) — the model's cue to
+// keep the per-expert path — for HostMoE and for weights GroupedMatmulV4 does not take,
+// and errors for inconsistent experts; RoutedMoE rejects bad ids and foreign experts.
+func TestLoadExpertsDeclinesAndRejects(t *testing.T) {
+	const d, inter = 64, 32
+	r := rand.New(rand.NewPCG(21, 22))
+	mk := func(dt backend.DType, g int) ([]*backend.HostWeight, []*backend.HostWeight) {
+		w13, _ := quantWeight(r, dt, 2*inter, d, g)
+		w2, _ := quantWeight(r, dt, d, inter, g)
+		return []*backend.HostWeight{w13}, []*backend.HostWeight{w2}
+	}
+	host, err := NewGroup(1, Options{CANNHome: emuHome, HostMoE: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = host[0].Close() })
+	bf, f32 := rankOf(t, newGroupT(t, 1, "bf16")[0]), rankOf(t, newGroupT(t, 1, "f32")[0])
+	i8g13, i8g2 := mk(backend.I8, 32)
+	i4w13, i4w2 := mk(backend.I4, 0)
+	for _, tc := range []struct {
+		name     string
+		b        *Backend
+		w13, w2  []*backend.HostWeight
+		stacked  bool
+		errorMsg string
+	}{
+		{"HostMoE", rankOf(t, host[0]), i4w13, i4w2, false, ""},
+		{"bf16 int8 per-group", bf, i8g13, i8g2, false, ""},
+		{"f32 int8 per-group", f32, i8g13, i8g2, true, ""},
+		{"bf16 int4", bf, i4w13, i4w2, true, ""},
+		{"w13 and w2 swapped", bf, i4w2, i4w13, false, "w1‖w3 is"},
+		{"count mismatch", bf, append(i4w13, i4w13...), i4w2, false, "2 w13 and 1 w2"},
+		{"mixed dtypes", bf, append(i4w13, i8g13[0]), append(i4w2, i4w2...), false, "does not match"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ex, err := tc.b.LoadExperts(0, tc.w13, tc.w2)
+			if tc.errorMsg != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.errorMsg) {
+					t.Fatalf("got %v, %v; want an error containing %q", ex, err, tc.errorMsg)
+				}
+				return
+			}
+			if err != nil || (ex != nil) != tc.stacked {
+				t.Fatalf("got %v, %v; want stacked=%v and no error", ex, err, tc.stacked)
+			}
+		})
+	}
+	ex, err := bf.LoadExperts(1, i4w13, i4w2)
+	if err != nil || ex == nil {
+		t.Fatal(ex, err)
+	}
+	x, out := tensor(t, bf, 2, d, randF32(r, 2*d)), tensor(t, bf, 2, d, nil)
+	if err := bf.RoutedMoE(out, x, []int32{0, 4}, []float32{1, 1}, 1, 4, ex); err == nil || !strings.Contains(err.Error(), "outside [0,4)") {
+		t.Errorf("expert id 4 of 4: got %v", err)
+	}
+	fx, fo := tensor(t, f32, 2, d, nil), tensor(t, f32, 2, d, nil)
+	if err := f32.RoutedMoE(fo, fx, []int32{0, 1}, []float32{1, 1}, 1, 4, ex); err == nil || !strings.Contains(err.Error(), "not loaded by this rank") {
+		t.Errorf("experts of another rank: got %v", err)
+	}
+	if err := bf.RoutedMoE(out, x, []int32{1, 2}, []float32{1, 1}, 1, 4, ex); err != nil {
+		t.Errorf("valid call: %v", err)
 	}
 }

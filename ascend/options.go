@@ -17,6 +17,11 @@ type Options struct {
 	// NPU's weight-quantized kernels require) or "f32" (verification: float32 throughout,
 	// quantized weights dequantized to float32 at load).
 	Precision string
+	// HostMoE keeps the MoE layers' routed experts on the per-expert path (GatherRows,
+	// one Linear per expert, SwiGLU, MoECombine; one device weight per expert) instead
+	// of the device-side MoE (Backend.RoutedMoE over stacked experts), which is the
+	// default. It exists to compare the two.
+	HostMoE bool
 }
 
 // DefaultHome returns the CANN home named by the environment: ASCEND_TOOLKIT_HOME, else
