@@ -399,7 +399,8 @@ func (m *benchModel) step(tb testing.TB, b *Backend, batch int, ot opTimes) int6
 // ones ("after"). Reported per sub-benchmark, all measured in the same run:
 // weight_GB/s (bytes of weights read per second of the batch-1 step), mem_GB/s (a
 // streaming read over a buffer larger than the caches), bw_ratio = weight_GB/s ÷
-// mem_GB/s, tok/s at batch 1 and 8 and their ratio b8/b1, and ms/step of each op class
+// mem_GB/s, tok/s at batch 1 and 8 and their ratio b8/b1 (with b8/b1_bw_ceiling, the
+// ratio at equal weight GB/s: batch 8 reads more experts), and ms/step of each op class
 // at batch 1.
 func BenchmarkDecode(b *testing.B) {
 	for _, d := range []backend.DType{backend.I4, backend.I8} {
@@ -420,7 +421,7 @@ func BenchmarkDecode(b *testing.B) {
 					m.step(b, cb, 1, warm)
 					// Best of b.N for each figure (shared, noisy machines).
 					t1, t8 := time.Duration(math.MaxInt64), time.Duration(math.MaxInt64)
-					var bytes1 int64
+					var bytes1, bytes8 int64
 					var ot, ot8 opTimes
 					b.ResetTimer()
 					for i := 0; i < b.N; i++ {
@@ -432,7 +433,7 @@ func BenchmarkDecode(b *testing.B) {
 						}
 						o8 := opTimes{}
 						start = time.Now()
-						m.step(b, cb, 8, o8)
+						bytes8 = m.step(b, cb, 8, o8)
 						if d := time.Since(start); d < t8 {
 							t8, ot8 = d, o8
 						}
@@ -448,6 +449,9 @@ func BenchmarkDecode(b *testing.B) {
 					b.ReportMetric(tok1, "tok/s_b1")
 					b.ReportMetric(tok8, "tok/s_b8")
 					b.ReportMetric(tok8/tok1, "b8/b1")
+					// The b8/b1 a memory-bound batch-8 step would reach at the batch-1
+					// step's weight GB/s: batch 8 reads more experts than batch 1.
+					b.ReportMetric(8*float64(bytes1)/float64(bytes8), "b8/b1_bw_ceiling")
 					var line, line8 string
 					for _, c := range opClasses {
 						ms := ot[c].Seconds() * 1e3 / n
