@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -15,6 +16,7 @@ import (
 	"github.com/caarlos0/env/v11"
 	"github.com/spf13/pflag"
 
+	"github.com/dsgate/dsgate/cluster"
 	"github.com/dsgate/dsgate/configs"
 	"github.com/dsgate/dsgate/extensions"
 	"github.com/dsgate/dsgate/gateway/api"
@@ -46,13 +48,16 @@ type serveOptions struct {
 	Precision     string        `env:"ASCEND_PRECISION"`
 	KVBlockSize   int           `env:"KV_BLOCK_SIZE"`
 	KVBlocks      int           `env:"KV_BLOCKS"`
+	NNodes        int           `env:"NNODES"`
+	NodeRank      int           `env:"NODE_RANK"`
+	DistInitAddr  string        `env:"DIST_INIT_ADDR"`
 	// Secrets come only from the environment, never from flags (visible in ps).
 	APIKeys  []string `env:"API_KEYS" envSeparator:","`
 	AdminKey string   `env:"ADMIN_KEY"`
 }
 
 func defaultServeOptions() serveOptions {
-	return serveOptions{ModelName: "deepseek_v3", Backend: "cpu", WorldSize: 1, Addr: "127.0.0.1:8080",
+	return serveOptions{ModelName: "deepseek_v3", Backend: "cpu", WorldSize: 1, NNodes: 1, Addr: "127.0.0.1:8080",
 		KVBlockSize: 16, SessionTTL: sessions.DefaultTTL, DrainTimeout: 30 * time.Second, MaxQueue: 256, MaxBodyBytes: 4 << 20}
 }
 
@@ -96,6 +101,9 @@ func parseServe(cenv *cmdEnv, args []string) (serveOptions, *pflag.FlagSet, *con
 	fs.StringVar(&o.Precision, "ascend-precision", o.Precision, "with --backend ascend: bf16 (NPU speed) or f32 (equal to the CPU backend, for checking)")
 	fs.IntVar(&o.KVBlockSize, "kv-block-size", o.KVBlockSize, "tokens per KV-cache block")
 	fs.IntVar(&o.KVBlocks, "kv-blocks", o.KVBlocks, "KV-cache blocks per layer (0 = max_batch_size*max_seq_len worth)")
+	fs.IntVar(&o.NNodes, "nnodes", o.NNodes, "nodes that together run the --world-size ranks (needs --backend ascend); run the same command on each, changing --node-rank")
+	fs.IntVar(&o.NodeRank, "node-rank", o.NodeRank, "this node's index in [0, nnodes): 0 serves HTTP, the others run node 0's steps (no HTTP listener)")
+	fs.StringVar(&o.DistInitAddr, "dist-init-addr", o.DistInitAddr, "with --nnodes > 1: host:port where node 0 listens for the other nodes")
 	overrides := configs.RegisterOverrides(fs)
 	lf := addLogFlags(fs, cenv)
 	if err := fs.Parse(args); err != nil {
@@ -111,12 +119,15 @@ func serve(ctx context.Context, cenv *cmdEnv, o serveOptions, fs *pflag.FlagSet,
 	st, err := loadStack(ctx, cenv.environ, stackOptions{
 		CkptPath: o.CkptPath, ConfigPath: o.ConfigPath, Backend: o.Backend, WorldSize: o.WorldSize,
 		Tokenizer: o.Tokenizer, CANNHome: o.CANNHome, Precision: o.Precision, BlockSize: o.KVBlockSize, KVBlocks: o.KVBlocks,
-		MaxQueue: o.MaxQueue, ModelName: o.ModelName,
+		MaxQueue: o.MaxQueue, ModelName: o.ModelName, NNodes: o.NNodes, NodeRank: o.NodeRank, DistInitAddr: o.DistInitAddr, Worker: true,
 	}, overrides, log)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
+	if st.follower != nil {
+		return serveSteps(ctx, st, o, log)
+	}
 	cfg, tok, eng := st.cfg, st.tok, st.eng
 
 	var store sessions.Store
@@ -199,6 +210,26 @@ func serve(ctx context.Context, cenv *cmdEnv, o serveOptions, fs *pflag.FlagSet,
 		ecancel()
 	}
 	log.Info("stopped")
+	return nil
+}
+
+// serveSteps is gateway serve on a node other than 0: no HTTP listener; it runs node 0's
+// engine steps on its ranks until node 0 says goodbye, goes away, or a signal comes.
+func serveSteps(ctx context.Context, st *stack, o serveOptions, log *slog.Logger) error {
+	base, n := st.model.LocalRanks()
+	log.Info("serving steps for the leader", "node_rank", o.NodeRank, "leader", o.DistInitAddr, "ranks", fmt.Sprintf("[%d,%d)", base, base+n))
+	err := st.follower.Serve(ctx, st.model)
+	switch {
+	case ctx.Err() != nil:
+		log.Info("stopped by signal")
+		return nil
+	case errors.Is(err, cluster.ErrLeaderGone):
+		log.Warn("the leader went away; stopping", "err", err)
+		return nil
+	case err != nil:
+		return err
+	}
+	log.Info("the leader ended the session; stopping")
 	return nil
 }
 

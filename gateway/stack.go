@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -11,6 +13,7 @@ import (
 	"time"
 
 	"github.com/dsgate/dsgate/ascend"
+	"github.com/dsgate/dsgate/cluster"
 	"github.com/dsgate/dsgate/configs"
 	"github.com/dsgate/dsgate/core/backend"
 	"github.com/dsgate/dsgate/core/engine"
@@ -34,22 +37,45 @@ type modelFlags struct {
 	cannHome   *string
 	precision  *string
 	modelName  *string
+	dist       distFlags
 	overrides  *configs.Overrides
 }
 
-func addModelFlags(fs *pflag.FlagSet, env *cmdEnv) *modelFlags {
-	getenv := func(k, def string) string {
-		if v, ok := env.environ[k]; ok && v != "" {
+// distFlags place a process in a multi-node deployment (SGLang's flags): run the same
+// command on every node, changing only --node-rank.
+type distFlags struct {
+	nnodes   *int
+	nodeRank *int
+	initAddr *string
+}
+
+func addDistFlags(fs *pflag.FlagSet, getenv func(k, def string) string, atoi func(k string, def int) int) distFlags {
+	return distFlags{
+		nnodes:   fs.Int("nnodes", atoi("GATEWAY_NNODES", 1), "nodes that together run the model's --world-size ranks (needs --backend ascend) (env GATEWAY_NNODES)"),
+		nodeRank: fs.Int("node-rank", atoi("GATEWAY_NODE_RANK", 0), "this node's index in [0, nnodes): 0 serves, the others run the leader's steps (env GATEWAY_NODE_RANK)"),
+		initAddr: fs.String("dist-init-addr", getenv("GATEWAY_DIST_INIT_ADDR", ""), "with --nnodes > 1: host:port where node 0 listens for the other nodes (env GATEWAY_DIST_INIT_ADDR)"),
+	}
+}
+
+// envLookups returns flag-default helpers reading GATEWAY_* variables from environ.
+func envLookups(environ map[string]string) (getenv func(k, def string) string, atoi func(k string, def int) int) {
+	getenv = func(k, def string) string {
+		if v, ok := environ[k]; ok && v != "" {
 			return v
 		}
 		return def
 	}
-	atoi := func(k string, def int) int {
-		if n, err := strconv.Atoi(env.environ[k]); err == nil {
+	atoi = func(k string, def int) int {
+		if n, err := strconv.Atoi(environ[k]); err == nil {
 			return n
 		}
 		return def
 	}
+	return getenv, atoi
+}
+
+func addModelFlags(fs *pflag.FlagSet, env *cmdEnv) *modelFlags {
+	getenv, atoi := envLookups(env.environ)
 	return &modelFlags{
 		ckptPath:   fs.String("ckpt-path", getenv("GATEWAY_CKPT_PATH", ""), "checkpoint folder (HF or DeepSeek-converted) (env GATEWAY_CKPT_PATH)"),
 		configPath: fs.String("config-path", getenv("GATEWAY_CONFIG_PATH", ""), "model config JSON (default: the checkpoint's config.json) (env GATEWAY_CONFIG_PATH)"),
@@ -62,6 +88,7 @@ func addModelFlags(fs *pflag.FlagSet, env *cmdEnv) *modelFlags {
 		cannHome:   fs.String("cann-home", getenv("GATEWAY_CANN_HOME", ""), "CANN toolkit folder for --backend ascend (default ASCEND_TOOLKIT_HOME)"),
 		precision:  fs.String("ascend-precision", getenv("GATEWAY_ASCEND_PRECISION", "bf16"), "with --backend ascend: bf16 (NPU speed) or f32 (equal to the CPU backend, for checking)"),
 		modelName:  fs.String("model-name", getenv("GATEWAY_MODEL_NAME", "deepseek_v3"), "the model's name in logs and answers (the original launcher's flag)"),
+		dist:       addDistFlags(fs, getenv, atoi),
 		overrides:  configs.RegisterOverrides(fs),
 	}
 }
@@ -72,6 +99,7 @@ func (mf *modelFlags) options() stackOptions {
 		CkptPath: *mf.ckptPath, ConfigPath: *mf.configPath, Backend: *mf.backend, WorldSize: *mf.worldSize,
 		Tokenizer: *mf.tokenizer, CANNHome: *mf.cannHome, Precision: *mf.precision, BlockSize: *mf.blockSize, KVBlocks: *mf.kvBlocks,
 		MaxQueue: *mf.maxQueue, ModelName: *mf.modelName,
+		NNodes: *mf.dist.nnodes, NodeRank: *mf.dist.nodeRank, DistInitAddr: *mf.dist.initAddr,
 	}
 }
 
@@ -91,14 +119,25 @@ type stackOptions struct {
 	BlockSize, KVBlocks  int    // KV cache geometry (0 = the model's defaults)
 	MaxQueue             int
 	ModelName            string
+	// NNodes > 1 spreads the WorldSize ranks over that many processes (nodes);
+	// NodeRank is this one's index and DistInitAddr node 0's rendezvous address.
+	NNodes, NodeRank int
+	DistInitAddr     string
+	// Worker lets a node other than 0 load (gateway serve: it then runs the leader's
+	// steps instead of an engine).
+	Worker bool
 }
 
-// stack is the in-process inference stack a subcommand runs on.
+// stack is the in-process inference stack a subcommand runs on. On a follower node of
+// a multi-node deployment (follower != nil) there is no engine: the node runs the
+// leader's steps (follower.Serve).
 type stack struct {
-	cfg   configs.Model
-	model *model.Model
-	eng   *engine.Engine
-	tok   *tokenizer.Tokenizer
+	cfg      configs.Model
+	model    *model.Model
+	eng      *engine.Engine
+	tok      *tokenizer.Tokenizer
+	leader   *cluster.Leader   // node 0 of several: the engine's model
+	follower *cluster.Follower // node > 0
 }
 
 // modelConfig resolves the model configuration: ConfigPath or the checkpoint's
@@ -151,17 +190,32 @@ func loadStack(ctx context.Context, environ map[string]string, o stackOptions, o
 		AttnImpl:  cfg.AttnImpl,
 		Logger:    log,
 	}
-	if opt.Factory, err = backendFactory(environ, o.Backend, o.CANNHome, o.Precision); err != nil {
+	node, err := joinCluster(ctx, environ, o, cfg, &opt, log)
+	if err != nil {
 		return nil, err
+	}
+	if node.follower == nil && node.leader == nil {
+		if opt.Factory, err = backendFactory(environ, o.Backend, o.CANNHome, o.Precision); err != nil {
+			return nil, err
+		}
 	}
 	start := time.Now()
 	m, err := model.Load(ctx, o.CkptPath, cfg, opt)
 	if err != nil {
+		node.close()
 		return nil, fmt.Errorf("load model: %w", err)
 	}
 	log.Info("model loaded", "name", o.ModelName, "ckpt", o.CkptPath, "backend", o.Backend, "world_size", o.WorldSize,
 		"layers", cfg.NLayers, "dtype", cfg.Dtype, "seconds", time.Since(start).Seconds())
-	eng, err := engine.New(m, engine.Options{
+	if node.follower != nil {
+		return &stack{cfg: cfg, model: m, tok: tok, follower: node.follower}, nil
+	}
+	var em engine.Model = m
+	if node.leader != nil {
+		node.leader.Attach(m)
+		em = node.leader
+	}
+	eng, err := engine.New(em, engine.Options{
 		MaxBatchSize:  cfg.MaxBatchSize,
 		MaxQueue:      o.MaxQueue,
 		EOS:           []int32{tok.EOS()},
@@ -169,10 +223,11 @@ func loadStack(ctx context.Context, environ map[string]string, o stackOptions, o
 		Logger:        log,
 	})
 	if err != nil {
+		node.close()
 		m.Close()
 		return nil, fmt.Errorf("start engine: %w", err)
 	}
-	return &stack{cfg: cfg, model: m, eng: eng, tok: tok}, nil
+	return &stack{cfg: cfg, model: m, eng: eng, tok: tok, leader: node.leader}, nil
 }
 
 // backendFactory picks the rank backends: nil for the built-in cpu and reference
@@ -190,7 +245,111 @@ func backendFactory(environ map[string]string, name, cannHome, precision string)
 	return nil, fmt.Errorf("--backend %q: want cpu, reference or ascend", name)
 }
 
-// Close stops the engine and frees the model.
+// Close stops the engine (on node 0 of several, then says goodbye to the other nodes)
+// and frees the model.
 func (s *stack) Close() error {
-	return errors.Join(s.eng.Close(), s.model.Close())
+	var errs []error
+	if s.eng != nil {
+		errs = append(errs, s.eng.Close())
+	}
+	if s.leader != nil {
+		errs = append(errs, s.leader.Close())
+	}
+	if s.follower != nil {
+		errs = append(errs, s.follower.Close())
+	}
+	return errors.Join(append(errs, s.model.Close())...)
+}
+
+// clusterNode is this process's place in a multi-node deployment (both nil: one node).
+type clusterNode struct {
+	leader   *cluster.Leader
+	follower *cluster.Follower
+}
+
+func (n clusterNode) close() {
+	if n.leader != nil {
+		_ = n.leader.Close()
+	}
+	if n.follower != nil {
+		_ = n.follower.Close()
+	}
+}
+
+// checkDist validates the multi-node options.
+func checkDist(o stackOptions) error {
+	switch {
+	case o.NNodes < 1:
+		return fmt.Errorf("--nnodes %d must be at least 1", o.NNodes)
+	case o.NNodes == 1 && o.NodeRank != 0:
+		return fmt.Errorf("--node-rank %d needs --nnodes > 1", o.NodeRank)
+	case o.NNodes == 1:
+		return nil
+	case o.Backend != "ascend":
+		return fmt.Errorf("--nnodes %d needs --backend ascend (ranks on several nodes talk through HCCL; the %s backend runs on one machine)", o.NNodes, o.Backend)
+	case o.DistInitAddr == "":
+		return errors.New("--nnodes > 1 needs --dist-init-addr host:port (where node 0 listens; reachable from every node)")
+	case o.NodeRank < 0 || o.NodeRank >= o.NNodes:
+		return fmt.Errorf("--node-rank %d outside [0, --nnodes %d)", o.NodeRank, o.NNodes)
+	case o.WorldSize%o.NNodes != 0 || o.WorldSize < o.NNodes:
+		return fmt.Errorf("--world-size %d is not divisible by --nnodes %d", o.WorldSize, o.NNodes)
+	case o.NodeRank > 0 && !o.Worker:
+		return fmt.Errorf("--node-rank %d: nodes other than 0 run `gateway serve` with the leader's model flags (they serve the leader's steps)", o.NodeRank)
+	}
+	return nil
+}
+
+// joinCluster runs the multi-node rendezvous when o.NNodes > 1 and points opt at this
+// node's ranks: [NodeRank·W/NNodes, +W/NNodes), joined over HCCL by the root info that
+// node 0 made and sent.
+func joinCluster(ctx context.Context, environ map[string]string, o stackOptions, cfg configs.Model, opt *model.Options, log *slog.Logger) (clusterNode, error) {
+	if o.NNodes == 0 {
+		o.NNodes = 1
+	}
+	if err := checkDist(o); err != nil {
+		return clusterNode{}, err
+	}
+	if o.NNodes == 1 {
+		return clusterNode{}, nil
+	}
+	if o.CANNHome == "" {
+		o.CANNHome = ascend.DefaultHome(environ)
+	}
+	aopt := ascend.Options{CANNHome: o.CANNHome, Precision: o.Precision}
+	local := o.WorldSize / o.NNodes
+	ccfg := cluster.Config{NNodes: o.NNodes, NodeRank: o.NodeRank, Addr: o.DistInitAddr, WorldSize: o.WorldSize,
+		Fingerprint: fingerprint(cfg, o), Logger: log}
+	var node clusterNode
+	var root []byte
+	var err error
+	if o.NodeRank == 0 {
+		node.leader, root, err = cluster.Lead(ctx, ccfg, func() ([]byte, error) { return ascend.NewRootInfo(aopt) })
+	} else {
+		node.follower, root, err = cluster.Follow(ctx, ccfg)
+	}
+	if err != nil {
+		return node, err
+	}
+	opt.RankBase, opt.LocalRanks = o.NodeRank*local, local
+	opt.Factory = ascend.NodeFactory(aopt, root, opt.RankBase, local)
+	log.Info("cluster formed", "nnodes", o.NNodes, "node_rank", o.NodeRank, "ranks", fmt.Sprintf("[%d,%d)", opt.RankBase, opt.RankBase+local),
+		"world_size", o.WorldSize)
+	return node, nil
+}
+
+// fingerprint summarizes what a node loads; every node of a cluster must agree on it:
+// the resolved model config, backend, precision and KV-cache geometry.
+func fingerprint(cfg configs.Model, o stackOptions) string {
+	b, err := json.Marshal(cfg)
+	if err != nil {
+		b = fmt.Appendf(nil, "%+v", cfg)
+	}
+	prec := o.Precision
+	if prec == "" {
+		prec = "bf16"
+	}
+	h := sha256.New()
+	h.Write(b)
+	fmt.Fprintf(h, "|%s|%s|%d|%d", o.Backend, prec, o.BlockSize, o.KVBlocks)
+	return fmt.Sprintf("config+flags %x", h.Sum(nil)[:8])
 }
