@@ -121,6 +121,10 @@ func serve(ctx context.Context, cenv *cmdEnv, o serveOptions, fs *pflag.FlagSet,
 		Tokenizer: o.Tokenizer, CANNHome: o.CANNHome, Precision: o.Precision, BlockSize: o.KVBlockSize, KVBlocks: o.KVBlocks,
 		MaxQueue: o.MaxQueue, ModelName: o.ModelName, NNodes: o.NNodes, NodeRank: o.NodeRank, DistInitAddr: o.DistInitAddr, Worker: true,
 	}, overrides, log)
+	if err != nil && o.NNodes > 1 && ctx.Err() != nil {
+		log.Info("stopped by signal while the nodes were meeting", "err", err)
+		return nil
+	}
 	if err != nil {
 		return err
 	}
