@@ -88,14 +88,15 @@ func (p *nodeProc) exit(t *testing.T, within time.Duration) int {
 	return -1
 }
 
-// `gateway logits` on two nodes of one rank each equals the CPU backend at world size 2.
+// `gateway logits` on two nodes of two ranks each (NPUs 0 and 1 of each node) equals the
+// CPU backend at world size 4.
 func TestMultiNodeLogitsEqualsCPU(t *testing.T) {
 	home := emulatorHome(t)
 	bin, _ := demoSetup(t)
 	const ids = "0,17,42,99,7,311,5,64,200,13,1,76"
 	addr := freeLoopbackAddr(t)
 	args := func(rank int) []string {
-		return []string{"logits", "--ckpt-path", testCkpt, "--ids", ids, "--world-size", "2", "--backend", "ascend", "--cann-home", home,
+		return []string{"logits", "--ckpt-path", testCkpt, "--ids", ids, "--world-size", "4", "--backend", "ascend", "--cann-home", home,
 			"--ascend-precision", "f32", "--nnodes", "2", "--node-rank", fmt.Sprint(rank), "--dist-init-addr", addr, "--log-level", "error"}
 	}
 	follower := startNode(t, bin, args(1)...)
@@ -106,7 +107,7 @@ func TestMultiNodeLogitsEqualsCPU(t *testing.T) {
 	if code := follower.exit(t, 30*time.Second); code != 0 || follower.stdout.Len() != 0 {
 		t.Fatalf("node 1 exited %d printing %q\n%s", code, follower.stdout.String(), follower.log())
 	}
-	cpuOut, stderr, code := runGW(t, "logits", "--ckpt-path", testCkpt, "--ids", ids, "--world-size", "2", "--log-level", "error")
+	cpuOut, stderr, code := runGW(t, "logits", "--ckpt-path", testCkpt, "--ids", ids, "--world-size", "4", "--log-level", "error")
 	if code != 0 {
 		t.Fatalf("cpu: %s", stderr)
 	}
