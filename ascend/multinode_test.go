@@ -202,8 +202,8 @@ func TestRootInfoAcrossProcesses(t *testing.T) {
 	}
 }
 
-// A root info from another hub, or a rank count that disagrees, is refused with a
-// message, not a hang.
+// A root info from another hub, a rank count that disagrees, or a rank arriving after
+// the communicator formed is refused with a message, not a hang.
 func TestRootInfoMismatchIsAnError(t *testing.T) {
 	t.Setenv("DSGATE_EMU_HCCL_TIMEOUT_MS", "2000")
 	opt := Options{CANNHome: emuHome, Devices: []int{0}}
@@ -226,6 +226,19 @@ func TestRootInfoMismatchIsAnError(t *testing.T) {
 	msgs := fmt.Sprint(err, err1)
 	if err == nil || err1 == nil || strings.Count(msgs, "ranks, another said") != 2 {
 		t.Fatalf("got %v and %v, want a rank-count mismatch", err, err1)
+	}
+	// A rank arriving after its communicator formed is refused at once.
+	root2, err := NewRootInfo(opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	one, err := NewRank(opt, 0, 1, root2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer one.Close()
+	if _, err := NewRank(opt, 0, 1, root2); err == nil || !strings.Contains(err.Error(), "already formed") {
+		t.Fatalf("a late rank: got %v, want a refusal", err)
 	}
 	bad := bytes.Clone(root)
 	copy(bad[len("dsgate-emu-hub "):], "0")

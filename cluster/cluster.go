@@ -35,6 +35,7 @@ import (
 	"encoding/gob"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"sync"
@@ -269,6 +270,9 @@ func (l *Leader) read(p *peer) {
 	for {
 		var a ack
 		if err := p.dec.Decode(&a); err != nil {
+			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+				err = fmt.Errorf("connection closed: the node stopped or died (%w)", err)
+			}
 			l.fail(fmt.Errorf("cluster: lost node %d (%s): %w", p.node, p.conn.RemoteAddr(), err))
 			return
 		}

@@ -337,6 +337,11 @@ static int hub_join(hub_t *h, const hello_t *m, char *err, size_t errlen) {
     snprintf(err, errlen, "HcclCommInitRootInfo: the communicator is broken: %s", g->why);
     return HCCL_E_INTERNAL;
   }
+  if (g->n > 0 && g->joined == g->n) { /* formed: a late comer must not break it */
+    snprintf(err, errlen, "HcclCommInitRootInfo: rank %u: this root info's communicator has already formed (a stale root info, or a rank joining twice?)",
+             m->rank);
+    return HCCL_E_PARA;
+  }
   if (g->n == 0) {
     h->have = calloc(m->nranks, 1);
     if (!h->have || alloc_slots(g, (int)m->nranks)) {
@@ -454,21 +459,44 @@ out:
   return NULL;
 }
 
-static int hub_over(hub_t *h) {
+/* hub_state says whether the group has formed or broken (*over) and whether any rank
+ * has joined yet (*anyone). */
+static void hub_state(hub_t *h, int *over, int *anyone) {
   pthread_mutex_lock(&h->g->mu);
-  int broken = h->g->broken;
+  *over = h->g->broken || atomic_load(&h->done);
+  *anyone = h->g->n > 0;
   pthread_mutex_unlock(&h->g->mu);
-  return broken || atomic_load(&h->done);
 }
 
+/* hub_refuse answers a connection that comes after the group formed or broke. */
+static void hub_refuse(int fd) {
+  hello_t m;
+  if (io(fd, &m, sizeof m, 0, now_ms() + 1000) == 0)
+    reply(fd, HCCL_E_PARA, 0,
+          "HcclCommInitRootInfo: this root info's communicator has already formed or failed (a stale root info, or a rank joining twice?)");
+  close(fd);
+}
+
+/* hub_accept admits ranks until the group has formed or broken, then refuses late
+ * comers until every rank's connection has closed. A hub nobody joins within the
+ * timeout stops. */
 static void *hub_accept(void *arg) {
   hub_t *h = arg;
-  while (!hub_over(h)) {
+  long long idle_until = now_ms() + timeout_ms();
+  for (;;) {
+    int over, anyone;
+    hub_state(h, &over, &anyone);
+    if ((over && atomic_load(&h->refs) == 1) || (!anyone && now_ms() > idle_until)) break;
     struct pollfd pf = {.fd = h->lfd, .events = POLLIN};
     if (poll(&pf, 1, 200) <= 0) continue;
     int fd = accept(h->lfd, NULL, NULL);
     if (fd < 0) continue;
     nodelay(fd);
+    hub_state(h, &over, &anyone);
+    if (over) {
+      hub_refuse(fd);
+      continue;
+    }
     conn_arg_t *ca = malloc(sizeof *ca);
     pthread_t t;
     if (!ca) {
