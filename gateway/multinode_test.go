@@ -155,8 +155,9 @@ func hasLogLine(logs, msg string) bool {
 }
 
 // `gateway serve` on two nodes answers a chat request with the CPU backend's greedy
-// text; node 1 has no HTTP listener and stops cleanly when node 0 shuts down. When node 1
-// dies, node 0's requests fail with an error naming it, at once, not after a hang.
+// text; node 1 has no HTTP listener and stops cleanly when node 0 shuts down or on
+// SIGTERM. When node 1 stops or dies, node 0's requests fail with an error naming it, at
+// once, not after a hang.
 func TestMultiNodeServe(t *testing.T) {
 	home := emulatorHome(t)
 	bin, ckpt := demoSetup(t)
@@ -198,6 +199,17 @@ func TestMultiNodeServe(t *testing.T) {
 		}
 		if code := follower.exit(t, 30*time.Second); code != 0 || !hasLogLine(follower.log(), "the leader ended the session; stopping") {
 			t.Fatalf("node 1 exited %d after node 0 stopped\n%s", code, follower.log())
+		}
+	})
+
+	t.Run("follower stopped by SIGTERM", func(t *testing.T) {
+		leader, follower := pair()
+		_ = follower.cmd.Process.Signal(syscall.SIGTERM)
+		if code := follower.exit(t, 30*time.Second); code != 0 || !hasLogLine(follower.log(), "stopped by signal") {
+			t.Fatalf("node 1 exited %d after SIGTERM\n%s", code, follower.log())
+		}
+		if code, body := postChat(t, leader.url, prompt, 30*time.Second); code != http.StatusInternalServerError || !strings.Contains(body, "lost node 1") {
+			t.Fatalf("after node 1 stopped: %d %s", code, body)
 		}
 	})
 
