@@ -40,6 +40,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/dsgate/dsgate/core/model"
@@ -270,7 +271,7 @@ func (l *Leader) read(p *peer) {
 	for {
 		var a ack
 		if err := p.dec.Decode(&a); err != nil {
-			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) {
 				err = fmt.Errorf("connection closed: the node stopped or died (%w)", err)
 			}
 			l.fail(fmt.Errorf("cluster: lost node %d (%s): %w", p.node, p.conn.RemoteAddr(), err))
@@ -355,7 +356,7 @@ func (l *Leader) Forward(ctx context.Context, seqs []model.Seq) ([][]float32, er
 			}
 			pending--
 		case <-l.dead:
-			return nil, fmt.Errorf("cluster: step %d: %w", id, l.cause)
+			return nil, l.cause
 		}
 	}
 	if res.err != nil {

@@ -213,6 +213,37 @@ func TestMultiNodeServe(t *testing.T) {
 		}
 	})
 
+	t.Run("follower killed mid-stream", func(t *testing.T) {
+		leader, follower := pair()
+		body, _ := json.Marshal(map[string]any{"model": "deepseek_v3", "messages": []map[string]string{{"role": "user", "content": prompt}},
+			"max_tokens": 200, "temperature": 0, "stream": true, "ignore_eos": true})
+		resp, err := http.Post(leader.url+"/v1/chat/completions", "application/json", bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		rd := bufio.NewReader(resp.Body)
+		for chunks := 0; chunks < 3; { // a few tokens have streamed
+			line, err := rd.ReadString('\n')
+			if err != nil {
+				t.Fatal(err)
+			}
+			if strings.HasPrefix(line, "data: ") {
+				chunks++
+			}
+		}
+		_ = follower.cmd.Process.Kill()
+		start := time.Now()
+		rest, _ := io.ReadAll(rd)
+		if d := time.Since(start); d > 15*time.Second {
+			t.Fatalf("the stream ended %v after node 1 died", d)
+		}
+		if !strings.Contains(string(rest), "node 1") && !strings.Contains(string(rest), "rank 1 left the communicator") {
+			t.Fatalf("the stream did not report node 1's death:\n%s", rest)
+		}
+		t.Logf("stream after node 1 died (%v): ...%s", time.Since(start).Round(time.Millisecond), rest[max(0, len(rest)-300):])
+	})
+
 	t.Run("follower killed", func(t *testing.T) {
 		leader, follower := pair()
 		_ = follower.cmd.Process.Kill()
