@@ -126,6 +126,73 @@ func linearCase(d backend.DType, n, k, g int, cann string) checkCase {
 		})}
 }
 
+// routedMoECase runs a MoE layer's routed experts: the backend's device-side MoE
+// (backend.RoutedExperts) where it has one, else — the reference — the composition
+// core/model uses without it (GatherRows, GroupedLinear, SwiGLU, GroupedLinear,
+// MoECombine).
+func routedMoECase(b backend.Backend, r *rand.Rand) ([]float32, error) {
+	const E, D, I, M, topK = 4, 64, 32, 5, 2
+	var w13, w2 []*backend.HostWeight
+	for e := 0; e < E; e++ {
+		w13 = append(w13, randWeight(r, backend.I8, 2*I, D, 0))
+		w2 = append(w2, randWeight(r, backend.I8, D, I, 0))
+	}
+	idx := []int32{0, 2, 3, 0, 1, 3, 2, 1, 0, 3}
+	wts := []float32{0.5, 1.5, 1, 0.25, 0.75, 2, 1, 1, 0.5, 0.5}
+	x, err := newT(b, M, D, rnd(r, M*D, 1))
+	if err != nil {
+		return nil, err
+	}
+	out, err := newT(b, M, D, nil)
+	if err != nil {
+		return nil, err
+	}
+	if re, ok := b.(backend.RoutedExperts); ok {
+		ex, err := re.LoadExperts(0, w13, w2)
+		if err != nil {
+			return nil, err
+		}
+		if ex == nil {
+			return nil, errors.New("LoadExperts declined int8 per-channel experts")
+		}
+		return readT(b, out, re.RoutedMoE(out, x, idx, wts, topK, E, ex))
+	}
+	var rows []int32
+	var ws []float32
+	counts := make([]int, E)
+	var up, down []backend.Weight
+	for e := 0; e < E; e++ {
+		for t := 0; t < M; t++ {
+			for q := 0; q < topK; q++ {
+				if int(idx[t*topK+q]) == e {
+					rows, ws = append(rows, int32(t)), append(ws, wts[t*topK+q])
+					counts[e]++
+				}
+			}
+		}
+		u, err := b.LoadWeight(w13[e])
+		if err != nil {
+			return nil, err
+		}
+		d, err := b.LoadWeight(w2[e])
+		if err != nil {
+			return nil, err
+		}
+		up, down = append(up, u), append(down, d)
+	}
+	R := len(rows)
+	xs, err1 := newT(b, R, D, nil)
+	g, err2 := newT(b, R, 2*I, nil)
+	a, err3 := newT(b, R, I, nil)
+	ye, err4 := newT(b, R, D, nil)
+	if err := errors.Join(err1, err2, err3, err4); err != nil {
+		return nil, err
+	}
+	err = errors.Join(b.GatherRows(xs, x, rows), b.GroupedLinear(g, xs, up, counts), b.SwiGLU(a, g),
+		b.GroupedLinear(ye, a, down, counts), b.MoECombine(out, ye, rows, ws))
+	return readT(b, out, err)
+}
+
 // checkCases lists every op case; world is the group size.
 func checkCases(world int) []checkCase {
 	cs := []checkCase{
@@ -332,6 +399,8 @@ func checkCases(world int) []checkCase {
 			}
 			return readT(b, o, b.MoECombine(o, y, []int32{0, 2, 0, 3, 2, 0}, []float32{0.5, 1, 0.25, 2, -1, 0.125}))
 		})},
+		{op: "RoutedMoE int8 E4 top-2", cann: "aclnnMoeInitRoutingV3, aclnnGroupedMatmulV4, aclnnSwiGlu, aclnnMoeTokenUnpermute", tolBF16: 3e-2,
+			run: rank0(routedMoECase)},
 		{op: "Add", cann: "aclnnAdd", tolBF16: 0, run: rank0(func(b backend.Backend, r *rand.Rand) ([]float32, error) {
 			x, err := newT(b, 3, 9, rnd(r, 27, 1))
 			if err != nil {
