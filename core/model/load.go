@@ -204,18 +204,35 @@ func (c *ckpt) tensor(rank int, name string) (safetensors.Tensor, bool) {
 	return t, true
 }
 
-// readAll returns every rank's shard of s (nil for ranks that do not hold it, i.e.
-// routed experts owned by another rank); problems are recorded in c.
-func (c *ckpt) readAll(s tensorSpec, world int) []*backend.HostWeight {
+// readAll returns the shards of s for the ranks want accepts (nil: every rank); other
+// ranks get nil, as do ranks that do not hold s (experts of another rank). Tensors
+// only other ranks need are looked up, not read: on several nodes each process touches
+// only its own shards' bytes.
+func (c *ckpt) readAll(s tensorSpec, world int, want func(r int) bool) []*backend.HostWeight {
+	if want == nil {
+		want = func(int) bool { return true }
+	}
+	owns := func(r int) bool { return s.split != expertOwned || ownsExpert(c.cfg, r, world, s.expert) }
 	out := make([]*backend.HostWeight, world)
 	n, k := shardShape(s, world)
 	if !c.hf {
 		for r := range out {
-			if s.split == expertOwned && !ownsExpert(c.cfg, r, world, s.expert) {
-				continue
+			switch {
+			case !owns(r):
+			case !want(r):
+				c.skim(r, s.refName())
+			default:
+				out[r] = c.readOne(s, s.refName(), r, n, k, false)
 			}
-			out[r] = c.readOne(s, s.refName(), r, n, k, false)
 		}
+		return out
+	}
+	needed := false
+	for r := range out {
+		needed = needed || (owns(r) && want(r))
+	}
+	if !needed {
+		c.skim(0, s.hfName())
 		return out
 	}
 	full := c.readOne(s, s.hfName(), 0, s.n, s.k, true)
@@ -223,7 +240,7 @@ func (c *ckpt) readAll(s tensorSpec, world int) []*backend.HostWeight {
 		return out
 	}
 	for r := range out {
-		if s.split == expertOwned && !ownsExpert(c.cfg, r, world, s.expert) {
+		if !owns(r) || !want(r) {
 			continue
 		}
 		sh, err := shard(full, s, r, world)
@@ -234,6 +251,17 @@ func (c *ckpt) readAll(s tensorSpec, world int) []*backend.HostWeight {
 		out[r] = sh
 	}
 	return out
+}
+
+// skim marks a tensor that another process reads (and its scale, if stored) as used
+// without touching its bytes; whether it is well-formed is that process's check.
+func (c *ckpt) skim(rank int, name string) {
+	if _, ok := c.tensor(rank, name); !ok {
+		return
+	}
+	for _, sc := range []string{strings.TrimSuffix(name, ".weight") + ".scale", name + "_scale_inv"} {
+		c.tensor(rank, sc)
+	}
 }
 
 // readOne reads one stored tensor of logical shape (n, k).

@@ -2,24 +2,47 @@ package model
 
 import (
 	"context"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 
 	"github.com/dsgate/dsgate/configs"
+	"github.com/dsgate/dsgate/convert"
 	"github.com/dsgate/dsgate/core/backend"
 )
 
 // Two Models, each holding one of the two ranks of one reference group (as two nodes
 // would), run the same steps in lockstep: the one with rank 0 returns the logits of a
-// single-process world-size-2 model; the other returns nil per sequence.
+// single-process world-size-2 model; the other returns nil per sequence. Both for a
+// Hugging Face checkpoint (full tensors, sharded at load) and a converted mp2 one (one
+// file per rank, of which each process reads only its own).
 func TestLocalRanksSplitTheWorld(t *testing.T) {
+	for _, dir := range []string{ckptDir("v3"), convertTo(t, writeBF16Copy(t, ckptDir("v3")), convert.ModeBF16Int8, 2, 0)} {
+		t.Run(filepath.Base(dir), func(t *testing.T) { splitTheWorld(t, dir) })
+	}
+}
+
+func splitTheWorld(t *testing.T, dir string) {
+	cfg, err := configs.FromCheckpoint(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	load := func(opt Options) *Model {
+		opt.NumBlocks, opt.BlockSize = 32, 4
+		m, err := Load(context.Background(), dir, cfg, opt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { m.Close() })
+		return m
+	}
 	bs, err := backend.NewReferenceGroup(2)
 	if err != nil {
 		t.Fatal(err)
 	}
 	half := func(r int) *Model {
-		return loadModel(t, "v3", Options{Backend: "reference", WorldSize: 2, RankBase: r, LocalRanks: 1,
+		return load(Options{Backend: "reference", WorldSize: 2, RankBase: r, LocalRanks: 1,
 			Factory: func(w int) ([]backend.Backend, error) {
 				if w != 2 {
 					t.Errorf("factory asked for world %d", w)
@@ -28,7 +51,7 @@ func TestLocalRanksSplitTheWorld(t *testing.T) {
 			}})
 	}
 	nodes := []*Model{half(0), half(1)}
-	whole := loadModel(t, "v3", Options{Backend: "reference", WorldSize: 2})
+	whole := load(Options{Backend: "reference", WorldSize: 2})
 	if base, n := nodes[1].LocalRanks(); base != 1 || n != 1 || nodes[1].WorldSize() != 2 {
 		t.Fatalf("node 1 runs [%d,+%d) of %d", base, n, nodes[1].WorldSize())
 	}

@@ -233,7 +233,7 @@ func TestFP8DequantExact(t *testing.T) {
 		var hw *backend.HostWeight
 		for _, s := range specs {
 			if s.hfName() == name {
-				hw = c.readAll(s, 1)[0]
+				hw = c.readAll(s, 1, nil)[0]
 			}
 		}
 		if hw == nil || hw.DType != backend.F32 {

@@ -71,8 +71,8 @@ func (m *Model) load(ctx context.Context, c *ckpt) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		for r, hw := range c.readAll(s, w) {
-			if hw != nil && m.local(r) { // every process reads all shards, keeps its own
+		for r, hw := range c.readAll(s, w, m.local) {
+			if hw != nil {
 				host[r][s.refName()] = hw
 			}
 		}
