@@ -28,6 +28,7 @@ func runLogits(env *cmdEnv, args []string) error {
 	world := fs.Int("world-size", 1, "ranks (1, 2, 4, 8)")
 	getenv, atoi := envLookups(env.environ)
 	dist := addDistFlags(fs, getenv, atoi)
+	cpuf := addCPUFlags(fs, getenv, atoi)
 	ov := configs.RegisterOverrides(fs)
 	lf := addLogFlags(fs, env)
 	if err := fs.Parse(args); err != nil {
@@ -63,6 +64,9 @@ func runLogits(env *cmdEnv, args []string) error {
 	opt := model.Options{
 		Backend: *backendName, WorldSize: *world, BlockSize: blockSize, Logger: log,
 		NumBlocks: max(1, (len(ids)+blockSize-1)/blockSize),
+	}
+	if err := setCPUOptions(*backendName, *cpuf.threads, *cpuf.quantAct, &opt); err != nil {
+		return exitError{code: 2, msg: err.Error()}
 	}
 	// Several nodes: every node runs this same command with its --node-rank; node 0
 	// prints the logits, the others run its step and print nothing.

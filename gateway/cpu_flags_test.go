@@ -1,0 +1,62 @@
+package main
+
+import (
+	"math"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestLogitsCPUQuantizedActivations: --cpu-quantize-activations reaches the CPU kernels
+// (an int4 checkpoint's logits move, slightly) and --cpu-threads does not change a bit;
+// both are refused for another backend.
+func TestLogitsCPUQuantizedActivations(t *testing.T) {
+	const golden = "../core/model/testdata/v3"
+	ckpt := filepath.Join(t.TempDir(), "int4")
+	if _, stderr, code := runGW(t, "convert", "--mode", "bf16-int4", "--hf-ckpt-path", golden, "--save-path", ckpt, "--group-size", "32"); code != 0 {
+		t.Fatalf("convert: %s", stderr)
+	}
+	ids := "0,17,42,99,7,311,5,64"
+	logits := func(extra ...string) [][]float32 {
+		t.Helper()
+		out, stderr, code := runGW(t, append([]string{"logits", "--ckpt-path", ckpt, "--ids", ids, "--log-level", "error"}, extra...)...)
+		if code != 0 {
+			t.Fatalf("logits %v: exit %d: %s", extra, code, stderr)
+		}
+		return parseLogits(t, out)
+	}
+	base, one, quant := logits(), logits("--cpu-threads", "1"), logits("--cpu-quantize-activations")
+	moved := false
+	for i := range base {
+		for j := range base[i] {
+			if one[i][j] != base[i][j] {
+				t.Fatalf("--cpu-threads 1 changed logit [%d][%d]: %v vs %v", i, j, one[i][j], base[i][j])
+			}
+			moved = moved || quant[i][j] != base[i][j]
+		}
+		if c := cosine64(quant[i], base[i]); c < 0.99 {
+			t.Errorf("position %d: int8 activations moved the logits too far (cosine %.5f)", i, c)
+		}
+	}
+	if !moved {
+		t.Error("--cpu-quantize-activations left every logit bit-identical: it did not reach the kernels")
+	}
+	for _, args := range [][]string{
+		{"logits", "--ckpt-path", ckpt, "--ids", ids, "--backend", "reference", "--cpu-quantize-activations"},
+		{"logits", "--ckpt-path", ckpt, "--ids", ids, "--cpu-threads", "-1"},
+	} {
+		if _, stderr, code := runGW(t, args...); code == 0 || !strings.Contains(stderr, "--cpu-threads") {
+			t.Errorf("%v: exit %d, stderr %q, want an error naming the flag", args, code, stderr)
+		}
+	}
+}
+
+func cosine64(a, b []float32) float64 {
+	var ab, aa, bb float64
+	for i := range a {
+		ab += float64(a[i]) * float64(b[i])
+		aa += float64(a[i]) * float64(a[i])
+		bb += float64(b[i]) * float64(b[i])
+	}
+	return ab / math.Sqrt(aa*bb)
+}
