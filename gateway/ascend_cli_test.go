@@ -15,14 +15,15 @@ func TestLogitsAscendEqualsCPU(t *testing.T) {
 	home := emulatorHome(t)
 	const golden = "../core/model/testdata/v3"
 	ids := "0,17,42,99,7,311,5,64,200,13,1,76"
-	convert := func(mode string, mp int, extra ...string) string {
+	convertFrom := func(src, mode string, mp int, extra ...string) string {
 		out := filepath.Join(t.TempDir(), fmt.Sprintf("%s-mp%d", mode, mp))
-		args := append([]string{"convert", "--mode", mode, "--hf-ckpt-path", golden, "--save-path", out, "--model-parallel", fmt.Sprint(mp)}, extra...)
+		args := append([]string{"convert", "--mode", mode, "--hf-ckpt-path", src, "--save-path", out, "--model-parallel", fmt.Sprint(mp)}, extra...)
 		if _, stderr, code := runGW(t, args...); code != 0 {
 			t.Fatalf("convert %s mp%d: %s", mode, mp, stderr)
 		}
 		return out
 	}
+	convert := func(mode string, mp int, extra ...string) string { return convertFrom(golden, mode, mp, extra...) }
 	for _, tc := range []struct {
 		name  string
 		ckpt  func() string
@@ -34,6 +35,12 @@ func TestLogitsAscendEqualsCPU(t *testing.T) {
 		{"int8-mp8", func() string { return convert("bf16-int8", 8) }, 8},
 		{"int4-mp1", func() string { return convert("bf16-int4", 1, "--group-size", "0") }, 1},
 		{"int4g32-mp4", func() string { return convert("bf16-int4", 4, "--group-size", "32") }, 4},
+		// The goldens' rank widths are not multiples of 8, which int4 packing needs at
+		// mp8; config_tiny's are: the original project's v3-int4-mp8 format at W = 8.
+		{"int4-mp8-config_tiny", func() string {
+			_, demo := demoSetup(t)
+			return convertFrom(demo, "bf16-int4", 8, "--group-size", "0")
+		}, 8},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ckpt := tc.ckpt()
