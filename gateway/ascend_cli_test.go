@@ -54,20 +54,7 @@ func TestLogitsAscendEqualsCPU(t *testing.T) {
 			if code != 0 {
 				t.Fatalf("ascend: %s", stderr)
 			}
-			cpu, npu := parseLogits(t, cpuOut), parseLogits(t, npuOut)
-			if len(cpu) != len(npu) || len(cpu) != 12 {
-				t.Fatalf("positions: cpu %d, ascend %d", len(cpu), len(npu))
-			}
-			for p := range cpu {
-				var d, n float64
-				for i := range cpu[p] {
-					d += math.Pow(float64(npu[p][i]-cpu[p][i]), 2)
-					n += math.Pow(float64(cpu[p][i]), 2)
-				}
-				if rel := math.Sqrt(d / n); rel > 1e-3 {
-					t.Fatalf("position %d: relative error %.3g > 1e-3", p, rel)
-				}
-			}
+			checkLogitsClose(t, parseLogits(t, cpuOut), parseLogits(t, npuOut), 12, 1e-3)
 		})
 	}
 }
@@ -83,4 +70,28 @@ func TestServeAscendChatEqualsCPU(t *testing.T) {
 	if got := chatAnswer(t, npu.url, "Hello from the NPU", 8); got != want {
 		t.Fatalf("ascend answered %q, cpu %q", got, want)
 	}
+}
+
+// checkLogitsClose fails unless got and want both hold n positions and every position's
+// relative L2 error ‖got − want‖ / ‖want‖ is at most bound.
+func checkLogitsClose(t *testing.T, want, got [][]float32, n int, bound float64) {
+	t.Helper()
+	if len(want) != n || len(got) != n {
+		t.Fatalf("positions: want %d, got %d and %d", n, len(want), len(got))
+	}
+	for p := range want {
+		if rel := relL2(got[p], want[p]); rel > bound {
+			t.Fatalf("position %d: relative error %.3g > %g", p, rel, bound)
+		}
+	}
+}
+
+// relL2 is ‖a − b‖ / ‖b‖.
+func relL2(a, b []float32) float64 {
+	var d, n float64
+	for i := range b {
+		d += math.Pow(float64(a[i]-b[i]), 2)
+		n += math.Pow(float64(b[i]), 2)
+	}
+	return math.Sqrt(d / n)
 }

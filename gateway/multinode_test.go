@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"math"
 	"net"
 	"net/http"
 	"os"
@@ -111,20 +110,7 @@ func TestMultiNodeLogitsEqualsCPU(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("cpu: %s", stderr)
 	}
-	cpu, npu := parseLogits(t, cpuOut), parseLogits(t, leader.stdout.String())
-	if len(cpu) != 12 || len(npu) != 12 {
-		t.Fatalf("positions: cpu %d, two nodes %d", len(cpu), len(npu))
-	}
-	for p := range cpu {
-		var d, n float64
-		for i := range cpu[p] {
-			d += math.Pow(float64(npu[p][i]-cpu[p][i]), 2)
-			n += math.Pow(float64(cpu[p][i]), 2)
-		}
-		if rel := math.Sqrt(d / n); rel > 1e-3 {
-			t.Fatalf("position %d: relative error %.3g > 1e-3", p, rel)
-		}
-	}
+	checkLogitsClose(t, parseLogits(t, cpuOut), parseLogits(t, leader.stdout.String()), 12, 1e-3)
 }
 
 // postChat sends a greedy chat completion and returns the status and body.
