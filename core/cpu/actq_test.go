@@ -59,7 +59,6 @@ func TestQuantizedActivations(t *testing.T) {
 		t.Skip("the int8-activation kernel needs AVX2; this CPU runs the float kernels (Options.QuantizeActivations is ignored)")
 	}
 	r := rand.New(rand.NewPCG(61, 62))
-	ref := backend.NewReference(0, backend.NewComm(1))
 	cases := []struct{ n, k, g int }{
 		{136, 45, 0}, {264, 100, 32}, {8, 129, 128}, {1096, 75, 64}, {72, 1030, 128}, {16, 1153, 0}, {200, 2048, 128},
 	}
@@ -72,67 +71,97 @@ func TestQuantizedActivations(t *testing.T) {
 		for _, tc := range cases {
 			for _, m := range []int{1, 3, decodeRows + 1, 13} {
 				t.Run(fmt.Sprintf("t%d-n%d-k%d-g%d-m%d", th, tc.n, tc.k, tc.g, m), func(t *testing.T) {
-					hw := randWeight(r, backend.I4, tc.n, tc.k, tc.g)
-					B := actBlock(hw)
-					if B == 0 {
-						t.Fatalf("group %d: no activation block", tc.g)
-					}
-					w, err := cb.LoadWeight(hw)
-					if err != nil {
-						t.Fatal(err)
-					}
-					x, _ := guarded(m, tc.k, r, true)
-					y, yp := guarded(m, tc.n, r, false)
-					if err := cb.Linear(y, x, w); err != nil {
-						t.Fatal(err)
-					}
-					checkGuard(t, yp, m, tc.n)
-					got := read(t, cb, y)
-					want, _ := backend.NewHostTensor(m, tc.n)
-					if err := ref.Linear(want, x, w); err != nil {
-						t.Fatal(err)
-					}
-					for i := 0; i < m; i++ {
-						q, s := quantRow(x.Row(i), B)
-						for n := 0; n < tc.n; n++ {
-							var model, mag, qerr, fmag float64
-							for b0 := 0; b0 < tc.k; b0 += B {
-								var dot int64
-								var ws float32
-								for k := b0; k < min(b0+B, tc.k); k++ {
-									qw, sw := wq(hw, n, k)
-									dot += int64(q[k]) * int64(qw)
-									ws = sw
-									qerr += float64(s[b0/B]) / 2 * math.Abs(float64(hw.At(n, k)))
-									fmag += math.Abs(float64(x.Row(i)[k]) * float64(hw.At(n, k)))
-								}
-								term := float64(dot) * float64(ws) * float64(s[b0/B])
-								model += term
-								mag += math.Abs(term)
-							}
-							v := float64(got[i*tc.n+n])
-							if d := math.Abs(v - model); d > 2e-6*mag+1e-30 {
-								t.Fatalf("row %d col %d: %v, the documented arithmetic gives %v (|Σ terms| %g)", i, n, v, model, mag)
-							}
-							if d := math.Abs(v - float64(want.Data[i*tc.n+n])); d > 1.001*qerr+4e-6*fmag {
-								t.Fatalf("row %d col %d: %v, float reference %v: off by %g, activation rounding bounds it by %g", i, n, v, want.Data[i*tc.n+n], d, qerr)
-							}
-						}
-						xi, _ := backend.SliceHost(x, i, 1, 0, tc.k)
-						yi, _ := backend.NewHostTensor(1, tc.n)
-						if err := cb.Linear(yi, xi, w); err != nil {
-							t.Fatal(err)
-						}
-						for j, v := range yi.Row(0) {
-							if v != got[i*tc.n+j] {
-								t.Fatalf("row %d col %d: alone %v, in a batch of %d %v", i, j, v, m, got[i*tc.n+j])
-							}
-						}
-					}
+					checkQuantizedActivations(t, cb, randWeight(r, backend.I4, tc.n, tc.k, tc.g), m, r)
 				})
 			}
 		}
 	}
+}
+
+// checkQuantizedActivations runs Linear with cb (QuantizeActivations on) on m guarded
+// random rows and checks every element against the documented arithmetic and against
+// the float reference (see TestQuantizedActivations), and each row alone against the
+// batch.
+func checkQuantizedActivations(t *testing.T, cb *Backend, hw *backend.HostWeight, m int, r *rand.Rand) {
+	t.Helper()
+	ref := backend.NewReference(0, backend.NewComm(1))
+	n, k := hw.N, hw.K
+	B := actBlock(hw)
+	if B == 0 {
+		t.Fatalf("group %d: no activation block", hw.GroupSize)
+	}
+	w, err := cb.LoadWeight(hw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	x, _ := guarded(m, k, r, true)
+	y, yp := guarded(m, n, r, false)
+	if err := cb.Linear(y, x, w); err != nil {
+		t.Fatal(err)
+	}
+	checkGuard(t, yp, m, n)
+	got := read(t, cb, y)
+	want, _ := backend.NewHostTensor(m, n)
+	if err := ref.Linear(want, x, w); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < m; i++ {
+		q, s := quantRow(x.Row(i), B)
+		for c := 0; c < n; c++ {
+			var model, mag, qerr, fmag float64
+			for b0 := 0; b0 < k; b0 += B {
+				var dot int64
+				var ws float32
+				for kk := b0; kk < min(b0+B, k); kk++ {
+					qw, sw := wq(hw, c, kk)
+					dot += int64(q[kk]) * int64(qw)
+					ws = sw
+					qerr += float64(s[b0/B]) / 2 * math.Abs(float64(hw.At(c, kk)))
+					fmag += math.Abs(float64(x.Row(i)[kk]) * float64(hw.At(c, kk)))
+				}
+				term := float64(dot) * float64(ws) * float64(s[b0/B])
+				model += term
+				mag += math.Abs(term)
+			}
+			v := float64(got[i*n+c])
+			if d := math.Abs(v - model); d > 2e-6*mag+1e-30 {
+				t.Fatalf("row %d col %d: %v, the documented arithmetic gives %v (|Σ terms| %g)", i, c, v, model, mag)
+			}
+			if d := math.Abs(v - float64(want.Data[i*n+c])); d > 1.001*qerr+4e-6*fmag {
+				t.Fatalf("row %d col %d: %v, float reference %v: off by %g, activation rounding bounds it by %g", i, c, v, want.Data[i*n+c], d, qerr)
+			}
+		}
+		xi, _ := backend.SliceHost(x, i, 1, 0, k)
+		yi, _ := backend.NewHostTensor(1, n)
+		if err := cb.Linear(yi, xi, w); err != nil {
+			t.Fatal(err)
+		}
+		for j, v := range yi.Row(0) {
+			if v != got[i*n+j] {
+				t.Fatalf("row %d col %d: alone %v, in a batch of %d %v", i, j, v, m, got[i*n+j])
+			}
+		}
+	}
+}
+
+// FuzzQuantizedActivations draws a shape, a group size the kernel takes, a row count and
+// a seed, and runs checkQuantizedActivations.
+func FuzzQuantizedActivations(f *testing.F) {
+	f.Add(uint64(1), uint8(1), uint16(136), uint16(45), uint8(0))
+	f.Add(uint64(2), uint8(6), uint16(64), uint16(1030), uint8(2))
+	f.Fuzz(func(t *testing.T, seed uint64, m uint8, n, k uint16, g uint8) {
+		if detectISA() < isaAVX2 {
+			t.Skip("the int8-activation kernel needs AVX2")
+		}
+		M, N, K := int(m%9)+1, (int(n%300)+8)/8*8, int(k%1200)+1
+		G := []int{0, 32, 64, 128}[int(g)%4]
+		grp, err := NewGroup(1, Options{Threads: 2, QuantizeActivations: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := rand.New(rand.NewPCG(seed, 91))
+		checkQuantizedActivations(t, grp[0].(*Backend), randWeight(r, backend.I4, N, K, G), M, r)
+	})
 }
 
 // TestQuantizedActivationsScope: int8 weights, groups the kernel cannot take and the
