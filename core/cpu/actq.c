@@ -18,11 +18,15 @@ void dsg_quant_act(const float *x, long ldx, int M, int k0, int k1, int B, int8_
 			int b1 = (b0 / B + 1) * B;
 			if (b1 > k1) b1 = k1;
 			float amax = 0;
+			int finite = 1;
 			for (int k = b0; k < b1; k++) {
 				float a = fabsf(xr[k]);
+				finite &= isfinite(a) != 0;
 				if (a > amax) amax = a;
 			}
-			float inv = amax > 0 ? 127.0f / amax : 0;
+			// A NaN or infinity makes the block's scale NaN, so that it reaches the
+			// outputs as it would through the float kernels (and no cast is undefined).
+			float inv = finite && amax > 0 ? 127.0f / amax : 0;
 			int32_t sum = 0;
 			for (int k = b0; k < b1; k++) {
 				float v = rintf(xr[k] * inv);
@@ -30,7 +34,7 @@ void dsg_quant_act(const float *x, long ldx, int M, int k0, int k1, int B, int8_
 				qr[k] = (int8_t)q;
 				sum += q;
 			}
-			xs[m * ldxs + b0 / B] = amax / 127.0f;
+			xs[m * ldxs + b0 / B] = finite ? amax / 127.0f : NAN;
 			xsum[m * ldxs + b0 / B] = sum;
 			b0 = b1;
 		}

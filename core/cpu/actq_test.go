@@ -204,3 +204,37 @@ func TestQuantizedActivationsScope(t *testing.T) {
 		}
 	}
 }
+
+// TestQuantizedActivationsNaN: a NaN or an infinity in a row reaches that row's outputs
+// (as through the float kernels) and leaves the other rows alone.
+func TestQuantizedActivationsNaN(t *testing.T) {
+	if detectISA() < isaAVX2 {
+		t.Skip("the int8-activation kernel needs AVX2")
+	}
+	r := rand.New(rand.NewPCG(81, 82))
+	g, err := NewGroup(1, Options{Threads: 2, QuantizeActivations: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cb := g[0].(*Backend)
+	for _, bad := range []float32{float32(math.NaN()), float32(math.Inf(1))} {
+		hw := randWeight(r, backend.I4, 64, 200, 0)
+		w, _ := cb.LoadWeight(hw)
+		x, _ := guarded(3, 200, r, true)
+		x.Row(1)[137] = bad
+		y, _ := backend.NewHostTensor(3, 64)
+		if err := cb.Linear(y, x, w); err != nil {
+			t.Fatal(err)
+		}
+		for j := 0; j < 64; j++ {
+			if v := y.Row(1)[j]; !math.IsNaN(float64(v)) && !math.IsInf(float64(v), 0) {
+				t.Fatalf("%v in row 1: output %d is %v", bad, j, v)
+			}
+			for _, i := range []int{0, 2} {
+				if v := y.Row(i)[j]; math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+					t.Fatalf("%v in row 1 reached row %d", bad, i)
+				}
+			}
+		}
+	}
+}
