@@ -169,11 +169,15 @@ func serve(ctx context.Context, cenv *cmdEnv, o serveOptions, fs *pflag.FlagSet,
 	if maxConc == 0 {
 		maxConc = o.MaxQueue + cfg.MaxBatchSize
 	}
-	srv, err := api.New(api.Config{
+	acfg := api.Config{
 		Engine: adapt.Engine(eng), Tokenizer: adapt.Tokenizer(tok), Sessions: adapt.Sessions(store), Extensions: adapt.Extensions(host),
 		ModelName: o.ModelName, MaxSeqLen: eng.MaxSeqLen(), APIKeys: o.APIKeys, AdminKey: o.AdminKey,
 		CORSOrigins: o.CORSOrigins, MaxBodyBytes: o.MaxBodyBytes, MaxConcurrent: maxConc, Static: web.FS(), Logger: log,
-	})
+	}
+	if st.leader != nil {
+		acfg.ModelHealth = st.leader.Err // a lost node: not ready
+	}
+	srv, err := api.New(acfg)
 	if err != nil {
 		return err
 	}

@@ -197,6 +197,15 @@ func TestMultiNodeServe(t *testing.T) {
 		if code, body := postChat(t, leader.url, prompt, 30*time.Second); code != http.StatusInternalServerError || !strings.Contains(body, "lost node 1") {
 			t.Fatalf("after node 1 stopped: %d %s", code, body)
 		}
+		resp, err := http.Get(leader.url + "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(b), "lost node 1") {
+			t.Fatalf("/readyz after node 1 stopped: %d %s", resp.StatusCode, b)
+		}
 	})
 
 	t.Run("follower killed mid-stream", func(t *testing.T) {

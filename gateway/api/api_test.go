@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"mime/multipart"
@@ -172,6 +173,15 @@ func TestHealthAndReady(t *testing.T) {
 	r := h.do("GET", "/readyz", "", nil)
 	if r.status != 503 || !strings.Contains(string(r.body), "sessions") {
 		t.Fatalf("readyz with store down: %d %s", r.status, r.body)
+	}
+	var modelErr error
+	hm := newHarness(t, func(c *Config) { c.ModelHealth = func() error { return modelErr } })
+	if r := hm.do("GET", "/readyz", "", nil); r.status != 200 {
+		t.Fatalf("readyz with a healthy model: %d %s", r.status, r.body)
+	}
+	modelErr = errors.New("cluster: lost node 1")
+	if r := hm.do("GET", "/readyz", "", nil); r.status != 503 || !strings.Contains(string(r.body), "lost node 1") {
+		t.Fatalf("readyz with a failed model: %d %s", r.status, r.body)
 	}
 }
 

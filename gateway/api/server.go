@@ -47,6 +47,9 @@ type Config struct {
 	MaxConcurrent int
 	// Static serves "/" (the chat page); nil serves nothing there.
 	Static fs.FS
+	// ModelHealth, when set, reports a model that can no longer serve (for example a
+	// multi-node deployment that lost a node); /readyz then answers 503.
+	ModelHealth func() error
 
 	Logger *slog.Logger
 	// Now returns the current time (tests); default time.Now.
@@ -347,10 +350,16 @@ func (s *Server) healthz(c echo.Context) error {
 	return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
 }
 
-// readyz reports whether the model is loaded and the session store reachable.
+// readyz reports whether the model can serve and the session store is reachable.
 func (s *Server) readyz(c echo.Context) error {
 	checks := map[string]string{"model": "ok"}
 	ready := true
+	if s.cfg.ModelHealth != nil {
+		if err := s.cfg.ModelHealth(); err != nil {
+			checks["model"] = "failed: " + err.Error()
+			ready = false
+		}
+	}
 	if s.cfg.Sessions != nil {
 		ctx, cancel := context.WithTimeout(c.Request().Context(), 2*time.Second)
 		defer cancel()
