@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -21,17 +20,6 @@ import (
 
 // Multi-node serving, as users run it: two gateway processes (node 0 and node 1) on the
 // CANN emulator, each with one of the two ranks, joined through --dist-init-addr.
-
-// freeLoopbackAddr returns a loopback host:port that nobody listens on right now.
-func freeLoopbackAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
 
 // nodeProc is a gateway process of a multi-node deployment.
 type nodeProc struct {
@@ -93,7 +81,7 @@ func TestMultiNodeLogitsEqualsCPU(t *testing.T) {
 	home := emulatorHome(t)
 	bin, _ := demoSetup(t)
 	const ids = "0,17,42,99,7,311,5,64,200,13,1,76"
-	addr := freeLoopbackAddr(t)
+	addr := freeAddr(t)
 	args := func(rank int) []string {
 		return []string{"logits", "--ckpt-path", testCkpt, "--ids", ids, "--world-size", "4", "--backend", "ascend", "--cann-home", home,
 			"--ascend-precision", "f32", "--nnodes", "2", "--node-rank", fmt.Sprint(rank), "--dist-init-addr", addr, "--log-level", "error"}
@@ -154,7 +142,7 @@ func TestMultiNodeServe(t *testing.T) {
 	cpu.wait(t, time.Minute)
 
 	pair := func() (leader *serveProc, follower *nodeProc) {
-		addr := freeLoopbackAddr(t)
+		addr := freeAddr(t)
 		args := func(rank int) []string {
 			return []string{"--ckpt-path", ckpt, "--backend", "ascend", "--cann-home", home, "--ascend-precision", "f32", "--world-size", "2",
 				"--nnodes", "2", "--node-rank", fmt.Sprint(rank), "--dist-init-addr", addr}
