@@ -3,7 +3,6 @@ package model
 import (
 	"context"
 	"math"
-	"os"
 	"path/filepath"
 	"testing"
 
@@ -154,43 +153,13 @@ func TestQuantizedBatchIndependence(t *testing.T) {
 // loads and gives the fp8 golden logits.
 func TestReferenceFormatFP8(t *testing.T) {
 	g := loadGolden(t, "v3-fp8")
-	src := ckptDir("v3-fp8")
-	dst := t.TempDir()
-	cfgData, err := os.ReadFile(filepath.Join(src, "config.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dst, "config.json"), cfgData, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	f, err := safetensors.OpenFile(filepath.Join(src, "model.safetensors"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	var specs []safetensors.Spec
-	var datas [][]byte
-	for _, n := range f.Names() {
+	dst := rewriteCheckpoint(t, ckptDir("v3-fp8"), "model0-mp1.safetensors", func(n string, tt safetensors.Tensor) (string, safetensors.DType, []byte) {
 		ref, err := convert.ReferenceName(n)
 		if err != nil {
 			t.Fatal(err)
 		}
-		tt, _ := f.Tensor(n)
-		specs = append(specs, safetensors.Spec{Name: ref, DType: tt.DType, Shape: tt.Shape})
-		datas = append(datas, tt.Data)
-	}
-	w, err := safetensors.Create(filepath.Join(dst, "model0-mp1.safetensors"), specs, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i, s := range specs {
-		if err := w.WriteTensor(s.Name, datas[i]); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
+		return ref, tt.DType, tt.Data
+	})
 	got := logitsOf(t, dst, 1, fullSeq(g))
 	for i := range got {
 		if e := relErr(got[i], g.logits[i]); e > 1e-4 {

@@ -135,6 +135,25 @@ func TestWorldSizesAgree(t *testing.T) {
 // (the router bias stays F32, as in real checkpoints).
 func writeBF16Copy(t *testing.T, src string) string {
 	t.Helper()
+	return rewriteCheckpoint(t, src, "model.safetensors", func(n string, tt safetensors.Tensor) (string, safetensors.DType, []byte) {
+		if tt.DType != safetensors.F32 || strings.HasSuffix(n, "e_score_correction_bias") {
+			return n, tt.DType, tt.Data
+		}
+		v, _ := tt.Float32()
+		b := make([]byte, 2*len(v))
+		for i, x := range v {
+			binary.LittleEndian.PutUint16(b[2*i:], backend.ToBF16(x))
+		}
+		return n, safetensors.BF16, b
+	})
+}
+
+// rewriteCheckpoint copies the checkpoint folder src (config.json and
+// model.safetensors) into a temporary folder, passing every tensor through each
+// (which returns its new name, dtype and bytes) into the file out, and returns the
+// folder.
+func rewriteCheckpoint(t *testing.T, src, out string, each func(name string, tt safetensors.Tensor) (string, safetensors.DType, []byte)) string {
+	t.Helper()
 	dst := t.TempDir()
 	cfg, err := os.ReadFile(filepath.Join(src, "config.json"))
 	if err != nil {
@@ -152,20 +171,11 @@ func writeBF16Copy(t *testing.T, src string) string {
 	var datas [][]byte
 	for _, n := range f.Names() {
 		tt, _ := f.Tensor(n)
-		if tt.DType == safetensors.F32 && !strings.HasSuffix(n, "e_score_correction_bias") {
-			v, _ := tt.Float32()
-			b := make([]byte, 2*len(v))
-			for i, x := range v {
-				binary.LittleEndian.PutUint16(b[2*i:], backend.ToBF16(x))
-			}
-			specs = append(specs, safetensors.Spec{Name: n, DType: safetensors.BF16, Shape: tt.Shape})
-			datas = append(datas, b)
-		} else {
-			specs = append(specs, safetensors.Spec{Name: n, DType: tt.DType, Shape: tt.Shape})
-			datas = append(datas, tt.Data)
-		}
+		name, dt, data := each(n, tt)
+		specs = append(specs, safetensors.Spec{Name: name, DType: dt, Shape: tt.Shape})
+		datas = append(datas, data)
 	}
-	w, err := safetensors.Create(filepath.Join(dst, "model.safetensors"), specs, nil)
+	w, err := safetensors.Create(filepath.Join(dst, out), specs, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
