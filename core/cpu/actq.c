@@ -43,14 +43,6 @@ void dsg_quant_act(const float *x, long ldx, int M, int k0, int k1, int B, int8_
 	}
 }
 
-// pos4a8 is the position in a 64-column block of the kernel's accumulators of
-// column c: the unpacking below leaves even and odd columns, and the two 8-byte
-// halves of each 16-byte lane, in separate vectors.
-static inline int pos4a8(int c) {
-	int j = c >> 1, i = 2 * (c & 1) + ((j >> 3) & 1);
-	return 16 * i + 8 * (j >> 4) + (j & 7);
-}
-
 #ifdef DSG_X86
 #define T __attribute__((target("avx2,fma")))
 
@@ -70,14 +62,20 @@ T static inline void unpack_pair(const uint8_t *r0, const uint8_t *r1, __m256i w
 	w[3] = _mm256_unpackhi_epi8(h0, h1);
 }
 
-// widen_add adds the int16 lane sums a[0..4) to ac[0..64) (int32, kernel order).
+// widen_add adds the int16 lane sums a[0..4) to ac[0..64) (int32, column order). The
+// unpacking leaves even columns in a[0], a[1] and odd ones in a[2], a[3], each 16-byte
+// lane holding 8 consecutive bytes of the row: interleaving even with odd int16s puts
+// 8 consecutive columns in each half-lane, so the accumulators stay in column order
+// and the scales and outputs need no permutation.
 T static inline __attribute__((always_inline)) void widen_add(const __m256i a[4], int32_t *ac) {
+	const __m256i u[4] = {_mm256_unpacklo_epi16(a[0], a[2]), _mm256_unpackhi_epi16(a[0], a[2]),
+	                      _mm256_unpacklo_epi16(a[1], a[3]), _mm256_unpackhi_epi16(a[1], a[3])};
 	for (int i = 0; i < 4; i++) {
-		__m256i lo = _mm256_cvtepi16_epi32(_mm256_castsi256_si128(a[i]));
-		__m256i hi = _mm256_cvtepi16_epi32(_mm256_extracti128_si256(a[i], 1));
-		__m256i *d = (__m256i *)(ac + 16 * i);
-		_mm256_storeu_si256(d, _mm256_add_epi32(_mm256_loadu_si256(d), lo));
-		_mm256_storeu_si256(d + 1, _mm256_add_epi32(_mm256_loadu_si256(d + 1), hi));
+		__m256i lo = _mm256_cvtepi16_epi32(_mm256_castsi256_si128(u[i]));
+		__m256i hi = _mm256_cvtepi16_epi32(_mm256_extracti128_si256(u[i], 1));
+		__m256i *d0 = (__m256i *)(ac + 8 * i), *d1 = (__m256i *)(ac + 32 + 8 * i);
+		_mm256_storeu_si256(d0, _mm256_add_epi32(_mm256_loadu_si256(d0), lo));
+		_mm256_storeu_si256(d1, _mm256_add_epi32(_mm256_loadu_si256(d1), hi));
 	}
 }
 
@@ -172,10 +170,14 @@ T void dsg_q4a8_avx2(const int8_t *xq, long ldxq, const float *xs, const int32_t
 			}
 		}
 		int g = b0 / G;
-		if (g != gcur) {
-			memset(sperm, 0, sizeof(float) * swp);
-			for (int c = 0; c < sw; c++) sperm[(c & ~63) + pos4a8(c & 63)] = scale[(long)g * N + c0 + c];
-			gcur = g;
+		const float *sg = scale + (long)g * N + c0;
+		if (sw != swp) { // the padded tail must not read past the scales
+			if (g != gcur) {
+				memcpy(sperm, sg, sizeof(float) * sw);
+				memset(sperm + sw, 0, sizeof(float) * (swp - sw));
+				gcur = g;
+			}
+			sg = sperm;
 		}
 		for (int m = 0; m < M; m++) {
 			__m256 as = _mm256_set1_ps(xs[m * ldxs + b0 / B]);
@@ -184,15 +186,12 @@ T void dsg_q4a8_avx2(const int8_t *xq, long ldxq, const float *xs, const int32_t
 			float *o = out + (long)m * swp;
 			for (int j = 0; j < swp; j += 8) {
 				__m256 f = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_loadu_si256((const __m256i *)(ac + j)), off));
-				_mm256_storeu_ps(o + j, _mm256_fmadd_ps(_mm256_mul_ps(f, _mm256_loadu_ps(sperm + j)), as, _mm256_loadu_ps(o + j)));
+				_mm256_storeu_ps(o + j, _mm256_fmadd_ps(_mm256_mul_ps(f, _mm256_loadu_ps(sg + j)), as, _mm256_loadu_ps(o + j)));
 			}
 		}
 		b0 = b1;
 	}
-	for (int m = 0; m < M; m++) {
-		float *yr = y + m * ldy, *o = out + (long)m * swp;
-		for (int c = 0; c < sw; c++) yr[c] = o[(c & ~63) + pos4a8(c & 63)];
-	}
+	for (int m = 0; m < M; m++) memcpy(y + m * ldy, out + (long)m * swp, sizeof(float) * sw);
 }
 #else
 void dsg_q4a8_avx2(const int8_t *xq, long ldxq, const float *xs, const int32_t *xsum, long ldxs, int M,
@@ -200,6 +199,5 @@ void dsg_q4a8_avx2(const int8_t *xq, long ldxq, const float *xs, const int32_t *
                    long ldy, void *scratch) {
 	(void)xq; (void)ldxq; (void)xs; (void)xsum; (void)ldxs; (void)M; (void)qv; (void)N; (void)scale; (void)G;
 	(void)B; (void)k0; (void)k1; (void)c0; (void)c1; (void)y; (void)ldy; (void)scratch;
-	(void)pos4a8;
 }
 #endif

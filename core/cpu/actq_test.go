@@ -69,7 +69,7 @@ func TestQuantizedActivations(t *testing.T) {
 		}
 		cb := g[0].(*Backend)
 		for _, tc := range cases {
-			for _, m := range []int{1, 3, decodeRows + 1, 13} {
+			for _, m := range []int{1, 3, decodeRows, decodeRows + 1, 13} {
 				t.Run(fmt.Sprintf("t%d-n%d-k%d-g%d-m%d", th, tc.n, tc.k, tc.g, m), func(t *testing.T) {
 					checkQuantizedActivations(t, cb, randWeight(r, backend.I4, tc.n, tc.k, tc.g), m, r)
 				})

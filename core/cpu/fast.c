@@ -130,6 +130,42 @@ T static void dec_blk4(const float *x, const uint8_t *w, long ldw, int kb, float
 	_mm256_storeu_ps(acc + 56, a7);
 }
 
+// nib4 is nibble j (0..7) of every 32-bit lane of v moved to the lane's top 4 bits
+// (dec_blk4's conversion).
+T static AI __m256 nib4(__m256i v, int j) {
+	const __m256i hm = _mm256_set1_epi32((int)0xF0000000u);
+	if (j == 0) return _mm256_cvtepi32_ps(_mm256_slli_epi32(v, 28));
+	if (j == 7) return _mm256_cvtepi32_ps(_mm256_and_si256(v, hm));
+	return _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_slli_epi32(v, 28 - 4 * j), hm));
+}
+
+// dec_blk4x2: dec_blk4 for two rows of x at once, over nibbles 0-3 then 4-7 (eight
+// accumulators each pass), converting each weight once for both rows; same FMA
+// chains, so the same bits as two dec_blk4 calls.
+T static void dec_blk4x2(const float *x0, const float *x1, const uint8_t *w, long ldw, int kb, float *acc0,
+                         float *acc1) {
+	for (int h = 0; h < 2; h++) {
+		__m256 a[4], b[4];
+		for (int i = 0; i < 4; i++) {
+			a[i] = _mm256_loadu_ps(acc0 + 32 * h + 8 * i);
+			b[i] = _mm256_loadu_ps(acc1 + 32 * h + 8 * i);
+		}
+		for (int k = 0; k < kb; k++) {
+			__m256 xv0 = _mm256_broadcast_ss(x0 + k), xv1 = _mm256_broadcast_ss(x1 + k);
+			__m256i v = _mm256_loadu_si256((const __m256i *)(w + k * ldw));
+			for (int i = 0; i < 4; i++) {
+				__m256 wv = nib4(v, 4 * h + i);
+				a[i] = _mm256_fmadd_ps(xv0, wv, a[i]);
+				b[i] = _mm256_fmadd_ps(xv1, wv, b[i]);
+			}
+		}
+		for (int i = 0; i < 4; i++) {
+			_mm256_storeu_ps(acc0 + 32 * h + 8 * i, a[i]);
+			_mm256_storeu_ps(acc1 + 32 * h + 8 * i, b[i]);
+		}
+	}
+}
+
 // INT4_SHIFT: int4 weights enter both int4 kernels as the exact floats q·2^28 and the
 // scales as s·2^-28 (exact: powers of two), so fma(acc, s', out) gives the same value as
 // the unscaled algebra while the decode kernel saves its nibble shuffles; decode and
@@ -137,8 +173,46 @@ T static void dec_blk4(const float *x, const uint8_t *w, long ldw, int kb, float
 #define INT4_SHIFT 268435456.0f
 #define INT4_UNSHIFT (1.0f / 268435456.0f)
 
-// perm4 is the position in a 64-column int4 decode block of column c (see dec_blk4).
+// perm4 is the position in a 64-column int4 decode block of column c (see dec_blk4):
+// the block is an 8 × 8 transpose of the column order.
 static inline int perm4(int c) { return 8 * (c & 7) + (c >> 3); }
+
+// transpose64 writes dst[perm4(c)] = src[c]·mul for c < 64 (mul a power of two, so
+// the products are exact): the permutation of a whole decode block, 24 shuffles
+// instead of 64 scalar moves per group.
+T static void transpose64(float *dst, const float *src, float mul) {
+	__m256 r[8], t[8];
+	for (int i = 0; i < 8; i++) r[i] = _mm256_loadu_ps(src + 8 * i);
+	for (int i = 0; i < 8; i += 2) {
+		t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+		t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+	}
+	for (int i = 0; i < 8; i += 4) {
+		r[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+		r[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
+		r[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+		r[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+	}
+	const __m256 m = _mm256_set1_ps(mul);
+	for (int i = 0; i < 4; i++) {
+		_mm256_storeu_ps(dst + 8 * i, _mm256_mul_ps(_mm256_permute2f128_ps(r[i], r[i + 4], 0x20), m));
+		_mm256_storeu_ps(dst + 8 * (i + 4), _mm256_mul_ps(_mm256_permute2f128_ps(r[i], r[i + 4], 0x31), m));
+	}
+}
+
+// permute4 writes dst[(c & ~63) + perm4(c & 63)] = src[c]·mul for c < n, or the
+// inverse (dst[c] = src[...]) when inverse is set; a partial last block is done
+// element by element, and the padding of its permuted copy is left alone.
+T static void permute4(float *dst, const float *src, int n, float mul, int inverse) {
+	int cb = 0;
+	for (; cb + 64 <= n; cb += 64) transpose64(dst + cb, src + cb, mul); // a transpose is its own inverse
+	for (int c = cb; c < n; c++) {
+		if (inverse)
+			dst[c] = src[cb + perm4(c - cb)] * mul;
+		else
+			dst[cb + perm4(c - cb)] = src[c] * mul;
+	}
+}
 
 // out[j] = fma(acc[j], s[j], out[j]) for j < n (vector part, then scalar with fmaf:
 // both are correctly rounded, so the split does not change any value).
@@ -185,10 +259,9 @@ T static void q_decode(const float *x, long ldx, int M, const uint8_t *q, int bi
 					ldw = bw;
 				}
 				int m = 0;
-				if (bits == 8)
-					for (; m + 1 < M; m += 2)
-						dec_blk8x2(x + m * ldx + kk, x + (m + 1) * ldx + kk, wp, ldw, kb, acc + (long)m * swp + cb,
-						           acc + (long)(m + 1) * swp + cb);
+				for (; m + 1 < M; m += 2)
+					(bits == 8 ? dec_blk8x2 : dec_blk4x2)(x + m * ldx + kk, x + (m + 1) * ldx + kk, wp, ldw, kb,
+					                                      acc + (long)m * swp + cb, acc + (long)(m + 1) * swp + cb);
 				for (; m < M; m++) {
 					if (bits == 8)
 						dec_blk8(x + m * ldx + kk, wp, ldw, kb, acc + (long)m * swp + cb);
@@ -199,8 +272,8 @@ T static void q_decode(const float *x, long ldx, int M, const uint8_t *q, int bi
 		}
 		const float *sg = scale + (long)(g0 / G) * N + c0;
 		if (bits == 4) {
-			memset(sperm, 0, sizeof(float) * swp);
-			for (int c = 0; c < sw; c++) sperm[(c & ~63) + perm4(c & 63)] = sg[c] * INT4_UNSHIFT;
+			if (sw != swp) memset(sperm + (sw & ~63), 0, sizeof(float) * 64);
+			permute4(sperm, sg, sw, INT4_UNSHIFT, 0);
 			for (int m = 0; m < M; m++) scale_acc(out + (long)m * swp, acc + (long)m * swp, sperm, swp);
 		} else {
 			for (int m = 0; m < M; m++) scale_acc(out + (long)m * swp, acc + (long)m * swp, sg, sw);
@@ -210,7 +283,7 @@ T static void q_decode(const float *x, long ldx, int M, const uint8_t *q, int bi
 	for (int m = 0; m < M; m++) {
 		float *yr = y + m * ldy, *o = out + (long)m * swp;
 		if (bits == 4)
-			for (int c = 0; c < sw; c++) yr[c] = o[(c & ~63) + perm4(c & 63)];
+			permute4(yr, o, sw, 1.0f, 1);
 		else
 			memcpy(yr, o, sizeof(float) * sw);
 	}

@@ -26,7 +26,7 @@ int dsg_detect_isa(void);
 // (scratch: 2·M·64 floats); both give the same bits. c0 must be a multiple of 8 for
 // int4.
 #ifndef DSG_DECODE_ROWS
-#define DSG_DECODE_ROWS 4
+#define DSG_DECODE_ROWS 8
 #endif
 void dsg_qlinear_avx2(const float *x, long ldx, int M, const void *q, int bits, int N, const float *scale, int G,
                       int k0, int k1, int c0, int c1, float *y, long ldy, float *scratch);

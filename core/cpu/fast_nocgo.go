@@ -11,7 +11,7 @@ const (
 	isaAVX512  = 3
 )
 
-const decodeRows = 4
+const decodeRows = 8
 
 func detectISA() int { return isaGeneric }
 

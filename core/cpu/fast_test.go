@@ -129,7 +129,7 @@ func TestFastLinear(t *testing.T) {
 		for _, th := range []int{1, 3} {
 			cb := isaGroup(t, isa, th)
 			for _, tc := range cases {
-				for _, m := range []int{1, 3, decodeRows + 1, 13} {
+				for _, m := range []int{1, 3, decodeRows, decodeRows + 1, 13} {
 					t.Run(fmt.Sprintf("%s-t%d-%v-n%d-k%d-g%d-m%d", isa, th, tc.d, tc.n, tc.k, tc.g, m), func(t *testing.T) {
 						checkLinear(t, cb, randWeight(r, tc.d, tc.n, tc.k, tc.g), m, r)
 					})
