@@ -8,7 +8,7 @@ export DSGATE_CACHE
 # -race on 2 cores is slow; give the whole suite room but never forever.
 TEST_TIMEOUT ?= 45m
 
-.PHONY: all build demo test deps vet staticcheck fmt-check bench wasm-examples cann-emu clean
+.PHONY: all build demo test test-arm64 deps vet staticcheck fmt-check bench wasm-examples cann-emu clean
 
 all: build
 
@@ -22,8 +22,14 @@ demo: build
 	$(BIN) serve --ckpt-path $(DEMO_CKPT) --addr 127.0.0.1:8080
 
 ## test: install what the tests need, then vet, staticcheck, gofmt and the race-enabled suite
+## (x86-64 here), then the CPU-side packages again as linux/arm64 under qemu (test-arm64)
 test: deps fmt-check vet staticcheck wasm-examples cann-emu
 	$(GO) test -race -timeout $(TEST_TIMEOUT) ./...
+	$(MAKE) test-arm64
+
+## test-arm64: the CPU-side packages' tests built for arm64 (Kunpeng hosts), run under qemu
+test-arm64:
+	GO=$(GO) scripts/test-arm64.sh
 
 deps:
 	scripts/test-deps.sh

@@ -4,6 +4,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/dsgate/dsgate/core/cpu"
 )
 
 // TestLogitsCPUQuantizedActivations: --cpu-quantize-activations reaches the CPU kernels
@@ -23,6 +25,15 @@ func TestLogitsCPUQuantizedActivations(t *testing.T) {
 			t.Fatalf("logits %v: exit %d: %s", extra, code, stderr)
 		}
 		return parseLogits(t, out)
+	}
+	if !cpu.QuantizeActivationsAvailable() {
+		// No int8-activation kernel here (arm64, a !cgo build): the flag must be
+		// refused with the reason, not ignored.
+		_, stderr, code := runGW(t, "logits", "--ckpt-path", ckpt, "--ids", ids, "--cpu-quantize-activations")
+		if code == 0 || !strings.Contains(stderr, "quantized activations need the avx2 kernels") {
+			t.Fatalf("--cpu-quantize-activations without the kernel: exit %d: %s", code, stderr)
+		}
+		return
 	}
 	base, one, quant := logits(), logits("--cpu-threads", "1"), logits("--cpu-quantize-activations")
 	moved := false

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"strings"
 	"testing"
 
 	"github.com/dsgate/dsgate/core/backend"
@@ -162,6 +163,19 @@ func FuzzQuantizedActivations(f *testing.F) {
 		r := rand.New(rand.NewPCG(seed, 91))
 		checkQuantizedActivations(t, grp[0].(*Backend), randWeight(r, backend.I4, N, K, G), M, r)
 	})
+}
+
+// TestQuantizedActivationsAvailability: with the ISA left to detection, the option
+// is accepted exactly where the kernel exists and refused with the reason elsewhere
+// (arm64, !cgo builds), never silently ignored.
+func TestQuantizedActivationsAvailability(t *testing.T) {
+	_, err := NewGroup(1, Options{QuantizeActivations: true})
+	if QuantizeActivationsAvailable() != (err == nil) {
+		t.Fatalf("kernel available %v, NewGroup error %v", QuantizeActivationsAvailable(), err)
+	}
+	if err != nil && !strings.Contains(err.Error(), "need the avx2 kernels") {
+		t.Fatalf("unclear refusal: %v", err)
+	}
 }
 
 // TestQuantizedActivationsScope: int8 weights, groups the kernel cannot take and the

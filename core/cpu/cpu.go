@@ -61,6 +61,9 @@ func NewGroup(worldSize int, opt Options) ([]backend.Backend, error) {
 	if err != nil {
 		return nil, err
 	}
+	if opt.QuantizeActivations && opt.ISA == "" && !QuantizeActivationsAvailable() {
+		return nil, fmt.Errorf("cpu: quantized activations need the avx2 kernels (x86-64 with AVX2+FMA and cgo); this CPU runs the generic ones")
+	}
 	c := backend.NewComm(worldSize)
 	out := make([]backend.Backend, worldSize)
 	for r := range out {
@@ -68,6 +71,11 @@ func NewGroup(worldSize int, opt Options) ([]backend.Backend, error) {
 	}
 	return out, nil
 }
+
+// QuantizeActivationsAvailable reports whether this CPU has the int8-activation kernel
+// (Options.QuantizeActivations); without it, NewGroup refuses the option unless the
+// generic kernels were asked for by name (which always keep the float arithmetic).
+func QuantizeActivationsAvailable() bool { return detectISA() >= isaAVX2 }
 
 // Factory returns a backend.Factory for CPU groups with these options.
 func Factory(opt Options) backend.Factory {

@@ -17,6 +17,9 @@ import (
 // whole position's logits), so the checks use the mean cosine and the share of
 // positions that agree, not the worst position.
 func TestQuantizedActivationsAccuracy(t *testing.T) {
+	if !cpu.QuantizeActivationsAvailable() {
+		t.Skip("no int8-activation kernel on this CPU (it needs x86-64 with AVX2+FMA); the cpu package tests the refusal")
+	}
 	for _, name := range []string{"v3", "v2"} {
 		g := loadGolden(t, name)
 		seq := fullSeq(g)

@@ -158,7 +158,9 @@ func RopeFreqs(cfg configs.Model) []float32 {
 		r := float32((float64(i) - low) / (high - low))
 		r = min(max(r, 0), 1)
 		smooth := 1 - r
-		f[i] = f[i]/factor*(1-smooth) + f[i]*smooth
+		// The conversions round each product, as torch does: without them Go may
+		// fuse the sum into one FMA (it does on arm64), one ulp off the spec's table.
+		f[i] = float32(f[i]/factor*(1-smooth)) + float32(f[i]*smooth)
 	}
 	return f
 }
