@@ -468,6 +468,12 @@ T static void dtile_n(int R, int NR, const float *x, long ldx, int K, const void
 	}
 }
 
+// DPF: how far ahead dsg_dlinear_avx2 prefetches the weight rows of a tile whose rows
+// are at most DPF_ROW bytes. At one row of x over 33.5 MB of W_UKᵀ (one thread) the
+// kernel read 0.38–0.46 of the streaming bandwidth without it and 0.66–0.87 with it.
+#define DPF 4096
+#define DPF_ROW 2048
+
 void dsg_dlinear_avx2(const float *x, long ldx, int M, int K, const void *w, int bits, int n0, int n1, float *y,
                       long ldy) {
 	// Rows of x in chunks of 32 (kept in L2) against every 4-row tile of W.
@@ -475,6 +481,13 @@ void dsg_dlinear_avx2(const float *x, long ldx, int M, int K, const void *w, int
 		int me = mc + 32 < M ? mc + 32 : M;
 		for (int n = n0; n < n1; n += 4) {
 			int NR = n1 - n < 4 ? n1 - n : 4;
+			// Short rows (a HeadLinear head's W_UKᵀ: 128 floats) end each tile before
+			// the hardware prefetcher ramps up: prefetch the tiles DPF bytes ahead
+			// (the rows are contiguous), once per tile and chunk of rows of x.
+			if ((long)K * (bits / 8) <= DPF_ROW) {
+				const char *pf = (const char *)w + (long)n * K * (bits / 8) + DPF;
+				for (long l = 0; l < (long)NR * K * (bits / 8); l += 64) _mm_prefetch(pf + l, _MM_HINT_T0);
+			}
 			for (int m = mc; m < me; m += 2) {
 				int R = me - m < 2 ? me - m : 2;
 				dtile_n(R, NR, x + m * ldx, ldx, K, w, bits, n, y + m * ldy + (n - n0), ldy);
