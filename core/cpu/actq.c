@@ -121,7 +121,7 @@ T static inline __attribute__((always_inline)) void dot_fused(int R, const int8_
 
 T void dsg_q4a8_avx2(const int8_t *xq, long ldxq, const float *xs, const int32_t *xsum, long ldxs, int M,
                    const void *qv, int N, const float *scale, int G, int B, int k0, int k1, int c0, int c1, float *y,
-                   long ldy, void *scratch) {
+                   long ldy, void *scratch, int nh, long xhs) {
 	const uint8_t *q = (const uint8_t *)qv;
 	static const uint8_t zero[32];
 	uint8_t tmp[KQ / 2][2][32];
@@ -156,7 +156,7 @@ T void dsg_q4a8_avx2(const int8_t *xq, long ldxq, const float *xs, const int32_t
 				if (kk + KQ < k1 && (cb & 64) == 0)
 					for (int k = 0; k < KQ && kk + KQ + k < k1; k++)
 						_mm_prefetch((const char *)(base + (long)(KQ + k) * rowbytes), _MM_HINT_T0);
-				const int8_t *xk = xq + kk;
+				const int8_t *xk = xq + (nh ? (long)((c0 + cb) / nh) * xhs : 0) + kk;
 				int32_t *ak = acc + cb;
 				if (M <= 2) {
 					if (M == 2)
@@ -180,13 +180,20 @@ T void dsg_q4a8_avx2(const int8_t *xq, long ldxq, const float *xs, const int32_t
 			sg = sperm;
 		}
 		for (int m = 0; m < M; m++) {
-			__m256 as = _mm256_set1_ps(xs[m * ldxs + b0 / B]);
-			__m256i off = _mm256_set1_epi32(8 * xsum[m * ldxs + b0 / B]);
 			int32_t *ac = acc + (long)m * swp;
 			float *o = out + (long)m * swp;
-			for (int j = 0; j < swp; j += 8) {
-				__m256 f = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_loadu_si256((const __m256i *)(ac + j)), off));
-				_mm256_storeu_ps(o + j, _mm256_fmadd_ps(_mm256_mul_ps(f, _mm256_loadu_ps(sg + j)), as, _mm256_loadu_ps(o + j)));
+			// One activation block per head (all columns when nh is 0).
+			for (int j0 = 0, j1; j0 < swp; j0 = j1) {
+				long head = nh ? (c0 + j0) / nh : 0;
+				j1 = nh ? (int)((head + 1) * nh - c0) : swp;
+				if (j1 > swp) j1 = swp;
+				long bi = m * ldxs + (head * xhs + b0) / B;
+				__m256 as = _mm256_set1_ps(xs[bi]);
+				__m256i off = _mm256_set1_epi32(8 * xsum[bi]);
+				for (int j = j0; j < j1; j += 8) {
+					__m256 f = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_loadu_si256((const __m256i *)(ac + j)), off));
+					_mm256_storeu_ps(o + j, _mm256_fmadd_ps(_mm256_mul_ps(f, _mm256_loadu_ps(sg + j)), as, _mm256_loadu_ps(o + j)));
+				}
 			}
 		}
 		b0 = b1;
@@ -196,8 +203,8 @@ T void dsg_q4a8_avx2(const int8_t *xq, long ldxq, const float *xs, const int32_t
 #else
 void dsg_q4a8_avx2(const int8_t *xq, long ldxq, const float *xs, const int32_t *xsum, long ldxs, int M,
                    const void *qv, int N, const float *scale, int G, int B, int k0, int k1, int c0, int c1, float *y,
-                   long ldy, void *scratch) {
-	(void)xq; (void)ldxq; (void)xs; (void)xsum; (void)ldxs; (void)M; (void)qv; (void)N; (void)scale; (void)G;
+                   long ldy, void *scratch, int nh, long xhs) {
+	(void)nh; (void)xhs; (void)xq; (void)ldxq; (void)xs; (void)xsum; (void)ldxs; (void)M; (void)qv; (void)N; (void)scale; (void)G;
 	(void)B; (void)k0; (void)k1; (void)c0; (void)c1; (void)y; (void)ldy; (void)scratch;
 }
 #endif

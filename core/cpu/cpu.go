@@ -147,6 +147,10 @@ func (b *Backend) HeadLinear(out, x backend.Tensor, w backend.Weight, heads int)
 		return b.Reference.HeadLinear(out, x, w, heads)
 	}
 	b.parallel(heads, 1, func(lo, hi int) {
+		ov, _ := backend.SliceHost(o, 0, o.R, lo*n, (hi-lo)*n)
+		if fastHeadKernel(b.isa, b.actq, ov, xh, wh, lo*n, hi*n, n) {
+			return
+		}
 		for h := lo; h < hi; h++ {
 			ov, _ := backend.SliceHost(o, 0, o.R, h*n, n)
 			b.linear(ov, xh, wh, h*n, (h+1)*n, h*wh.K)

@@ -228,7 +228,7 @@ T static void scale_acc(float *out, const float *acc, const float *s, int n) {
 // contiguous row segments; accumulators (acc), results (out) and permuted int4
 // scales (sperm) live in scratch.
 T static void q_decode(const float *x, long ldx, int M, const uint8_t *q, int bits, int N, const float *scale, int G,
-                       int k0, int k1, int c0, int c1, float *y, long ldy, float *scratch) {
+                       int k0, int k1, int c0, int c1, float *y, long ldy, float *scratch, int nh, long xhs) {
 	uint8_t tmp[KB * 64];
 	long rowbytes = bits == 8 ? N : N / 2;
 	int sw = c1 - c0, swp = (sw + 63) & ~63;
@@ -258,15 +258,16 @@ T static void q_decode(const float *x, long ldx, int M, const uint8_t *q, int bi
 					wp = tmp;
 					ldw = bw;
 				}
+				const float *xb = nh ? x + (long)((c0 + cb) / nh) * xhs : x;
 				int m = 0;
 				for (; m + 1 < M; m += 2)
-					(bits == 8 ? dec_blk8x2 : dec_blk4x2)(x + m * ldx + kk, x + (m + 1) * ldx + kk, wp, ldw, kb,
+					(bits == 8 ? dec_blk8x2 : dec_blk4x2)(xb + m * ldx + kk, xb + (m + 1) * ldx + kk, wp, ldw, kb,
 					                                      acc + (long)m * swp + cb, acc + (long)(m + 1) * swp + cb);
 				for (; m < M; m++) {
 					if (bits == 8)
-						dec_blk8(x + m * ldx + kk, wp, ldw, kb, acc + (long)m * swp + cb);
+						dec_blk8(xb + m * ldx + kk, wp, ldw, kb, acc + (long)m * swp + cb);
 					else
-						dec_blk4(x + m * ldx + kk, wp, ldw, kb, acc + (long)m * swp + cb);
+						dec_blk4(xb + m * ldx + kk, wp, ldw, kb, acc + (long)m * swp + cb);
 				}
 			}
 		}
@@ -341,7 +342,7 @@ T static void micro_n(int R, const float *x, long ldx, const float *wb, int kc, 
 // q_gemm: per 64-column block, per group, per chunk of KC rows: dequantize the chunk
 // once into wbuf, then run every row tile of 6 over it.
 T static void q_gemm(const float *x, long ldx, int M, const uint8_t *q, int bits, int N, const float *scale, int G,
-                     int k0, int k1, int c0, int c1, float *y, long ldy, float *scratch) {
+                     int k0, int k1, int c0, int c1, float *y, long ldy, float *scratch, int nh, long xhs) {
 	float wbuf[KC * 64] __attribute__((aligned(32)));
 	float spad[64] __attribute__((aligned(32)));
 	uint8_t tmp[64];
@@ -350,6 +351,7 @@ T static void q_gemm(const float *x, long ldx, int M, const uint8_t *q, int bits
 	for (int cb = c0; cb < c1; cb += 64) {
 		int nc = c1 - cb < 64 ? c1 - cb : 64;
 		long cbyte = bits == 8 ? cb : cb / 2;
+		const float *xb = nh ? x + (long)(cb / nh) * xhs : x;
 		memset(outb, 0, sizeof(float) * 64 * (size_t)M);
 		for (int g0 = k0; g0 < k1;) {
 			int g1 = (g0 / G + 1) * G;
@@ -384,7 +386,7 @@ T static void q_gemm(const float *x, long ldx, int M, const uint8_t *q, int bits
 				for (int t = 0, m0 = 0; t < tiles; t++) {
 					int R = (M - m0 + (tiles - t) - 1) / (tiles - t);
 					for (int cs = 0; cs < 64; cs += 16)
-						micro_n(R, x + m0 * ldx + k0, ldx, wbuf + cs, kc, accb + (long)m0 * 64 + cs, first, last,
+						micro_n(R, xb + m0 * ldx + k0, ldx, wbuf + cs, kc, accb + (long)m0 * 64 + cs, first, last,
 						        outb + (long)m0 * 64 + cs, spad + cs);
 					m0 += R;
 				}
@@ -396,11 +398,11 @@ T static void q_gemm(const float *x, long ldx, int M, const uint8_t *q, int bits
 }
 
 void dsg_qlinear_avx2(const float *x, long ldx, int M, const void *q, int bits, int N, const float *scale, int G,
-                      int k0, int k1, int c0, int c1, float *y, long ldy, float *scratch) {
+                      int k0, int k1, int c0, int c1, float *y, long ldy, float *scratch, int nh, long xhs) {
 	if (M <= DSG_DECODE_ROWS)
-		q_decode(x, ldx, M, (const uint8_t *)q, bits, N, scale, G, k0, k1, c0, c1, y, ldy, scratch);
+		q_decode(x, ldx, M, (const uint8_t *)q, bits, N, scale, G, k0, k1, c0, c1, y, ldy, scratch, nh, xhs);
 	else
-		q_gemm(x, ldx, M, (const uint8_t *)q, bits, N, scale, G, k0, k1, c0, c1, y, ldy, scratch);
+		q_gemm(x, ldx, M, (const uint8_t *)q, bits, N, scale, G, k0, k1, c0, c1, y, ldy, scratch, nh, xhs);
 }
 
 // ld8 loads 8 weights of a dense row as floats.
@@ -621,8 +623,8 @@ T static float peak_avx2(long iters) {
 }
 #else
 void dsg_qlinear_avx2(const float *x, long ldx, int M, const void *q, int bits, int N, const float *scale, int G,
-                      int k0, int k1, int c0, int c1, float *y, long ldy, float *scratch) {
-	(void)x; (void)ldx; (void)M; (void)k0; (void)k1; (void)q; (void)bits; (void)N; (void)scale; (void)G;
+                      int k0, int k1, int c0, int c1, float *y, long ldy, float *scratch, int nh, long xhs) {
+	(void)nh; (void)xhs; (void)x; (void)ldx; (void)M; (void)k0; (void)k1; (void)q; (void)bits; (void)N; (void)scale; (void)G;
 	(void)c0; (void)c1; (void)y; (void)ldy; (void)scratch;
 }
 void dsg_mla_avx2(const float *qa, long ldqa, const float *qp, long ldqp, int M, int pos0, int h0, int h1, int lc,

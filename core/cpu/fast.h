@@ -24,12 +24,14 @@ int dsg_detect_isa(void);
 // from 0 and out = fma(acc, scale, out) from 0. For M <= DSG_DECODE_ROWS the streaming
 // decode kernel runs (scratch: (2M+1)·round64(c1-c0) floats), else the GEMM kernel
 // (scratch: 2·M·64 floats); both give the same bits. c0 must be a multiple of 8 for
-// int4.
+// int4. With nh > 0 the weight is a HeadLinear's: output column c reads its inputs at
+// x + (c / nh)·xhs (the head's slice of each row of x); nh is then a multiple of 64,
+// so that no 64-column block spans two heads. nh = 0: every column reads x.
 #ifndef DSG_DECODE_ROWS
 #define DSG_DECODE_ROWS 8
 #endif
 void dsg_qlinear_avx2(const float *x, long ldx, int M, const void *q, int bits, int N, const float *scale, int G,
-                      int k0, int k1, int c0, int c1, float *y, long ldy, float *scratch);
+                      int k0, int k1, int c0, int c1, float *y, long ldy, float *scratch, int nh, long xhs);
 
 // Dense linear over output rows [n0, n1) of W (N, K) in f32 (bits 32) or bf16
 // (bits 16): y[m*ldy + n - n0] = dot(x_m, W_n) with 8-lane partial sums over k
@@ -58,10 +60,11 @@ void dsg_quant_act(const float *x, long ldx, int M, int k0, int k1, int B, int8_
 // of q_x and q_w (vpmaddubsw on q_w + 8, corrected by 8·sum q_x), then
 // out = fma(float(dot)·w_scale, x_scale, out) in block order from 0. G is a multiple
 // of B, or G >= k1. k0 is a multiple of B, c0 of 8. scratch: (2M+1)·round64(c1-c0)
-// 4-byte words.
+// 4-byte words. nh and xhs as for dsg_qlinear_avx2 (xhs then a multiple of B: xq, xs
+// and xsum hold every head's slice, quantized as one row).
 void dsg_q4a8_avx2(const int8_t *xq, long ldxq, const float *xs, const int32_t *xsum, long ldxs, int M,
                    const void *q, int N, const float *scale, int G, int B, int k0, int k1, int c0, int c1, float *y,
-                   long ldy, void *scratch);
+                   long ldy, void *scratch, int nh, long xhs);
 
 // dsg_stream_read sums n floats (n a multiple of 64) with 8-wide vectors: a
 // memory-bandwidth probe. dsg_peak_fma runs iters rounds of 12 independent 8-wide FMA

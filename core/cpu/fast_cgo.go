@@ -64,16 +64,55 @@ func fastKernel(isa int, actq bool, o, x *backend.HostTensor, w *backend.HostWei
 // multiple of 8 for int4; x has at least one row. With actq, int4 weights whose groups
 // fit (actBlock) run on int8 activations and integer dot products.
 func qKernel(o, x *backend.HostTensor, w *backend.HostWeight, k0, k1, n0, n1, xc0 int, actq bool) {
-	bits, g := 8, w.GroupSize
+	if B := actBlock(w); actq && B > 0 {
+		q4a8Kernel(o, x, w, B, k0, k1, n0, n1, xc0, 0)
+		return
+	}
+	qlinear(o, x, w, k0, k1, n0, n1, xc0, 0)
+}
+
+// fastHeadKernel computes output columns [n0, n1) (whole heads of nh columns, nh a
+// multiple of 64) of HeadLinear with a quantized weight in one streaming pass: each
+// row of the (K, N) weight holds every head's columns side by side, so one pass over
+// the rows' segments reads contiguous bytes, where one call per head would read nh
+// columns of every row at an N-column stride. It reports false (the caller then runs
+// one head at a time) for other weights, and with actq for int4 whose K is not a
+// whole number of activation blocks (a head's blocks must not reach into the next
+// head's slice). Same arithmetic per element as one call per head.
+func fastHeadKernel(isa int, actq bool, o, x *backend.HostTensor, w *backend.HostWeight, n0, n1, nh int) bool {
+	if isa < isaAVX2 || (w.DType != backend.I8 && w.DType != backend.I4) || nh%64 != 0 {
+		return false
+	}
+	B := actBlock(w)
+	if actq && B > 0 && w.K%B != 0 {
+		return false
+	}
+	if x.R == 0 || n1 <= n0 {
+		return true
+	}
+	if actq && B > 0 {
+		// Only these heads' slices of x are quantized: [n0/nh·K, n1/nh·K).
+		q4a8Kernel(o, x, w, B, n0/nh*w.K, n1/nh*w.K, n0, n1, 0, nh)
+	} else {
+		qlinear(o, x, w, 0, w.K, n0, n1, 0, nh)
+	}
+	return true
+}
+
+// groupOf is w's scale group along K (K itself when per channel).
+func groupOf(w *backend.HostWeight) int {
+	if w.GroupSize == 0 {
+		return w.K
+	}
+	return w.GroupSize
+}
+
+// qlinear runs dsg_qlinear_avx2 over input rows [k0, k1) and output columns [n0, n1)
+// (fast.h; nh > 0: HeadLinear heads of nh columns, x's head slices K apart).
+func qlinear(o, x *backend.HostTensor, w *backend.HostWeight, k0, k1, n0, n1, xc0, nh int) {
+	bits := 8
 	if w.DType == backend.I4 {
 		bits = 4
-	}
-	if g == 0 {
-		g = w.K
-	}
-	if B := actBlock(w); actq && B > 0 {
-		q4a8Kernel(o, x, w, g, B, k0, k1, n0, n1, xc0)
-		return
 	}
 	n := 2 * x.R * 64
 	if x.R <= decodeRows {
@@ -81,25 +120,31 @@ func qKernel(o, x *backend.HostTensor, w *backend.HostWeight, k0, k1, n0, n1, xc
 	}
 	scratch := make([]float32, n)
 	C.dsg_qlinear_avx2(fptr(x.Data, x.Off+xc0), C.long(x.Stride), C.int(x.R), unsafe.Pointer(&w.Q[0]), C.int(bits), C.int(w.N),
-		(*C.float)(unsafe.Pointer(&w.Scale[0])), C.int(g), C.int(k0), C.int(k1), C.int(n0), C.int(n1), fptr(o.Data, o.Off),
-		C.long(o.Stride), fptr(scratch, 0))
+		(*C.float)(unsafe.Pointer(&w.Scale[0])), C.int(groupOf(w)), C.int(k0), C.int(k1), C.int(n0), C.int(n1), fptr(o.Data, o.Off),
+		C.long(o.Stride), fptr(scratch, 0), C.int(nh), C.long(w.K))
 }
 
 // q4a8Kernel quantizes x's rows over [k0, k1) to int8 in blocks of B and runs the
-// int4 × int8 kernel (fast.h "Quantized activations").
-func q4a8Kernel(o, x *backend.HostTensor, w *backend.HostWeight, g, B, k0, k1, n0, n1, xc0 int) {
+// int4 × int8 kernel (fast.h "Quantized activations") over those inputs, or, with
+// nh > 0, over every head of nh columns in [n0, n1), whose slices [k0, k1) covers.
+func q4a8Kernel(o, x *backend.HostTensor, w *backend.HostWeight, B, k0, k1, n0, n1, xc0, nh int) {
 	M := x.R
-	ldq := (w.K + 64) &^ 63 // room for the zero after an odd k1
-	nb := (w.K + B - 1) / B
+	ldq := (k1 + 64) &^ 63 // room for the zero after an odd k1
+	nb := (k1 + B - 1) / B
 	xq := make([]int8, M*ldq)
 	xs := make([]float32, M*nb)
 	xsum := make([]int32, M*nb)
 	C.dsg_quant_act(fptr(x.Data, x.Off+xc0), C.long(x.Stride), C.int(M), C.int(k0), C.int(k1), C.int(B),
 		(*C.int8_t)(unsafe.Pointer(&xq[0])), C.long(ldq), fptr(xs, 0), (*C.int32_t)(unsafe.Pointer(&xsum[0])), C.long(nb))
+	kk0, kk1 := k0, k1
+	if nh > 0 {
+		kk0, kk1 = 0, w.K // the k range within each head
+	}
 	scratch := make([]float32, (2*M+1)*((n1-n0+63)&^63))
 	C.dsg_q4a8_avx2((*C.int8_t)(unsafe.Pointer(&xq[0])), C.long(ldq), fptr(xs, 0), (*C.int32_t)(unsafe.Pointer(&xsum[0])), C.long(nb),
-		C.int(M), unsafe.Pointer(&w.Q[0]), C.int(w.N), (*C.float)(unsafe.Pointer(&w.Scale[0])), C.int(g), C.int(B),
-		C.int(k0), C.int(k1), C.int(n0), C.int(n1), fptr(o.Data, o.Off), C.long(o.Stride), unsafe.Pointer(&scratch[0]))
+		C.int(M), unsafe.Pointer(&w.Q[0]), C.int(w.N), (*C.float)(unsafe.Pointer(&w.Scale[0])), C.int(groupOf(w)), C.int(B),
+		C.int(kk0), C.int(kk1), C.int(n0), C.int(n1), fptr(o.Data, o.Off), C.long(o.Stride), unsafe.Pointer(&scratch[0]),
+		C.int(nh), C.long(w.K))
 }
 
 // mlaFast runs absorbed attention for one sequence and heads [h0, h1) with the AVX2

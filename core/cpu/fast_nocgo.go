@@ -20,6 +20,11 @@ func fastKernel(isa int, actq bool, o, x *backend.HostTensor, w *backend.HostWei
 	return false
 }
 
+// fastHeadKernel has no fast path without cgo.
+func fastHeadKernel(isa int, actq bool, o, x *backend.HostTensor, w *backend.HostWeight, n0, n1, nh int) bool {
+	return false
+}
+
 // qKernel is never called without cgo (fastKernel reports false first).
 func qKernel(o, x *backend.HostTensor, w *backend.HostWeight, k0, k1, n0, n1, xc0 int, actq bool) {
 	linearKernel(o, x, w, n0, n1, xc0)

@@ -139,6 +139,67 @@ func TestFastLinear(t *testing.T) {
 	}
 }
 
+// TestFastHeadLinearHeads: a quantized HeadLinear whose heads are whole 64-column
+// blocks runs as one streaming pass per thread over all its heads' columns
+// (fastHeadKernel). Every element must equal, bit for bit, the kernel run one head at
+// a time (its x slice, its columns), for decode and GEMM row counts, int8 and int4,
+// per-channel and grouped, with the guard bands intact; and stay within the reference
+// tolerance (looser with int8 activations: they round x). With QuantizeActivations the
+// int4 heads run on the int8-activation kernel when K is whole activation blocks.
+func TestFastHeadLinearHeads(t *testing.T) {
+	if detectISA() < isaAVX2 {
+		t.Skip("the streaming HeadLinear path is part of the avx2 kernels")
+	}
+	r := rand.New(rand.NewPCG(41, 42))
+	ref := backend.NewReference(0, backend.NewComm(1))
+	for _, set := range []struct {
+		th   int
+		actq bool
+	}{{1, false}, {3, false}, {1, true}, {3, true}} {
+		g, err := NewGroup(1, Options{Threads: set.th, ISA: "avx2", QuantizeActivations: set.actq})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cb, th, tol := g[0].(*Backend), set.th, 1e-5
+		if set.actq {
+			tol = 2e-2
+		}
+		for _, tc := range []struct {
+			d              backend.DType
+			heads, n, k, g int
+		}{{backend.I8, 5, 128, 96, 0}, {backend.I4, 3, 64, 160, 32}, {backend.I4, 4, 128, 72, 0}, {backend.I8, 2, 192, 40, 32},
+			{backend.I4, 3, 128, 128, 0}, {backend.I4, 2, 64, 192, 64}} {
+			hw := randWeight(r, tc.d, tc.heads*tc.n, tc.k, tc.g)
+			w, _ := cb.LoadWeight(hw)
+			for _, m := range []int{1, 2, 3, decodeRows, decodeRows + 1, 13} {
+				x, _ := guarded(m, tc.heads*tc.k, r, true)
+				y, yp := guarded(m, tc.heads*tc.n, r, false)
+				if err := cb.HeadLinear(y, x, w, tc.heads); err != nil {
+					t.Fatal(err)
+				}
+				checkGuard(t, yp, m, tc.heads*tc.n)
+				for h := 0; h < tc.heads; h++ {
+					one, _ := backend.NewHostTensor(m, tc.n)
+					cb.linear(one, x, hw, h*tc.n, (h+1)*tc.n, h*tc.k)
+					for i := 0; i < m; i++ {
+						for j := 0; j < tc.n; j++ {
+							if got, want := y.Row(i)[h*tc.n+j], one.Row(i)[j]; got != want {
+								t.Fatalf("t%d actq %v %v heads %d n%d k%d g%d m%d: head %d row %d col %d: %v, one head at a time %v",
+									th, set.actq, tc.d, tc.heads, tc.n, tc.k, tc.g, m, h, i, j, got, want)
+							}
+						}
+					}
+				}
+				want, _ := backend.NewHostTensor(m, tc.heads*tc.n)
+				_ = ref.HeadLinear(want, x, w, tc.heads)
+				if e := relErr(read(t, cb, y), want.Data); e > tol {
+					t.Fatalf("actq %v %v m%d: head linear rel err %g", set.actq, tc.d, m, e)
+				}
+			}
+		}
+	}
+}
+
 // TestFastHeadGrouped: HeadLinear and GroupedLinear on the fast kernels.
 func TestFastHeadGrouped(t *testing.T) {
 	r := rand.New(rand.NewPCG(31, 32))
