@@ -72,31 +72,6 @@ T static void dec_blk8(const float *x, const uint8_t *w, long ldw, int kb, float
 	for (int i = 0; i < 8; i++) _mm256_storeu_ps(acc + 8 * i, a[i]);
 }
 
-// dec_blk8x2: dec_blk8 for two rows of x at once over 32-column halves (eight
-// accumulators), converting each weight once for both rows; same FMA chains.
-T static void dec_blk8x2(const float *x0, const float *x1, const uint8_t *w, long ldw, int kb, float *acc0,
-                         float *acc1) {
-	for (int h = 0; h < 2; h++) {
-		__m256 a[4], b[4];
-		for (int i = 0; i < 4; i++) {
-			a[i] = _mm256_loadu_ps(acc0 + 32 * h + 8 * i);
-			b[i] = _mm256_loadu_ps(acc1 + 32 * h + 8 * i);
-		}
-		for (int k = 0; k < kb; k++) {
-			__m256 xv0 = _mm256_broadcast_ss(x0 + k), xv1 = _mm256_broadcast_ss(x1 + k);
-			const uint8_t *p = w + k * ldw + 32 * h;
-			for (int i = 0; i < 4; i++) {
-				__m256 wv = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(p + 8 * i))));
-				a[i] = _mm256_fmadd_ps(xv0, wv, a[i]);
-				b[i] = _mm256_fmadd_ps(xv1, wv, b[i]);
-			}
-		}
-		for (int i = 0; i < 4; i++) {
-			_mm256_storeu_ps(acc0 + 32 * h + 8 * i, a[i]);
-			_mm256_storeu_ps(acc1 + 32 * h + 8 * i, b[i]);
-		}
-	}
-}
 
 // dec_blk4: the same for int4 rows, without byte shuffles: a 32-byte row of 64
 // columns is 8 words; nibble j of word i (column 8i+j) is moved to the top 4 bits of a
@@ -139,11 +114,12 @@ T static AI __m256 nib4(__m256i v, int j) {
 	return _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_slli_epi32(v, 28 - 4 * j), hm));
 }
 
-// dec_blk4x2: dec_blk4 for two rows of x at once, over nibbles 0-3 then 4-7 (eight
-// accumulators each pass), converting each weight once for both rows; same FMA
-// chains, so the same bits as two dec_blk4 calls.
-T static void dec_blk4x2(const float *x0, const float *x1, const uint8_t *w, long ldw, int kb, float *acc0,
-                         float *acc1) {
+// dec_x2: dec_blk8 (bits 8) or dec_blk4 (bits 4) for two rows of x at once, over
+// 32-column halves (int8) or nibbles 0-3 then 4-7 (int4), with eight accumulators
+// each pass, converting each weight once for both rows; the same FMA chains, so the
+// same bits as two single-row calls.
+T static AI void dec_x2(int bits, const float *x0, const float *x1, const uint8_t *w, long ldw, int kb, float *acc0,
+                        float *acc1) {
 	for (int h = 0; h < 2; h++) {
 		__m256 a[4], b[4];
 		for (int i = 0; i < 4; i++) {
@@ -152,9 +128,11 @@ T static void dec_blk4x2(const float *x0, const float *x1, const uint8_t *w, lon
 		}
 		for (int k = 0; k < kb; k++) {
 			__m256 xv0 = _mm256_broadcast_ss(x0 + k), xv1 = _mm256_broadcast_ss(x1 + k);
-			__m256i v = _mm256_loadu_si256((const __m256i *)(w + k * ldw));
+			const uint8_t *p = w + k * ldw;
+			__m256i v = bits == 4 ? _mm256_loadu_si256((const __m256i *)p) : _mm256_setzero_si256();
 			for (int i = 0; i < 4; i++) {
-				__m256 wv = nib4(v, 4 * h + i);
+				__m256 wv = bits == 4 ? nib4(v, 4 * h + i)
+				                      : _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(p + 32 * h + 8 * i))));
 				a[i] = _mm256_fmadd_ps(xv0, wv, a[i]);
 				b[i] = _mm256_fmadd_ps(xv1, wv, b[i]);
 			}
@@ -164,6 +142,16 @@ T static void dec_blk4x2(const float *x0, const float *x1, const uint8_t *w, lon
 			_mm256_storeu_ps(acc1 + 32 * h + 8 * i, b[i]);
 		}
 	}
+}
+
+T static void dec_blk8x2(const float *x0, const float *x1, const uint8_t *w, long ldw, int kb, float *acc0,
+                         float *acc1) {
+	dec_x2(8, x0, x1, w, ldw, kb, acc0, acc1);
+}
+
+T static void dec_blk4x2(const float *x0, const float *x1, const uint8_t *w, long ldw, int kb, float *acc0,
+                         float *acc1) {
+	dec_x2(4, x0, x1, w, ldw, kb, acc0, acc1);
 }
 
 // INT4_SHIFT: int4 weights enter both int4 kernels as the exact floats q·2^28 and the
