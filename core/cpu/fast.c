@@ -72,6 +72,14 @@ T static void dec_blk8(const float *x, const uint8_t *w, long ldw, int kb, float
 	for (int i = 0; i < 8; i++) _mm256_storeu_ps(acc + 8 * i, a[i]);
 }
 
+// nib4 is nibble j (0..7) of every 32-bit lane of v moved to the lane's top 4 bits
+// and converted: the exact float q·2^28 (see dec_blk4).
+T static AI __m256 nib4(__m256i v, int j) {
+	const __m256i hm = _mm256_set1_epi32((int)0xF0000000u);
+	if (j == 0) return _mm256_cvtepi32_ps(_mm256_slli_epi32(v, 28));
+	if (j == 7) return _mm256_cvtepi32_ps(_mm256_and_si256(v, hm));
+	return _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_slli_epi32(v, 28 - 4 * j), hm));
+}
 
 // dec_blk4: the same for int4 rows, without byte shuffles: a 32-byte row of 64
 // columns is 8 words; nibble j of word i (column 8i+j) is moved to the top 4 bits of a
@@ -79,39 +87,14 @@ T static void dec_blk8(const float *x, const uint8_t *w, long ldw, int kb, float
 // holds columns 8i+j in lane i (a transposed layout q_decode undoes), scaled by 2^28
 // (q_decode folds 2^-28 into the scales; exact, see INT4_SHIFT).
 T static void dec_blk4(const float *x, const uint8_t *w, long ldw, int kb, float *acc) {
-	const __m256i hm = _mm256_set1_epi32((int)0xF0000000u);
-	__m256 a0 = _mm256_loadu_ps(acc), a1 = _mm256_loadu_ps(acc + 8), a2 = _mm256_loadu_ps(acc + 16),
-	       a3 = _mm256_loadu_ps(acc + 24), a4 = _mm256_loadu_ps(acc + 32), a5 = _mm256_loadu_ps(acc + 40),
-	       a6 = _mm256_loadu_ps(acc + 48), a7 = _mm256_loadu_ps(acc + 56);
+	__m256 a[8];
+	for (int i = 0; i < 8; i++) a[i] = _mm256_loadu_ps(acc + 8 * i);
 	for (int k = 0; k < kb; k++) {
 		__m256 xv = _mm256_broadcast_ss(x + k);
 		__m256i v = _mm256_loadu_si256((const __m256i *)(w + k * ldw));
-		a0 = _mm256_fmadd_ps(xv, _mm256_cvtepi32_ps(_mm256_slli_epi32(v, 28)), a0);
-		a1 = _mm256_fmadd_ps(xv, _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_slli_epi32(v, 24), hm)), a1);
-		a2 = _mm256_fmadd_ps(xv, _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_slli_epi32(v, 20), hm)), a2);
-		a3 = _mm256_fmadd_ps(xv, _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_slli_epi32(v, 16), hm)), a3);
-		a4 = _mm256_fmadd_ps(xv, _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_slli_epi32(v, 12), hm)), a4);
-		a5 = _mm256_fmadd_ps(xv, _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_slli_epi32(v, 8), hm)), a5);
-		a6 = _mm256_fmadd_ps(xv, _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_slli_epi32(v, 4), hm)), a6);
-		a7 = _mm256_fmadd_ps(xv, _mm256_cvtepi32_ps(_mm256_and_si256(v, hm)), a7);
+		for (int i = 0; i < 8; i++) a[i] = _mm256_fmadd_ps(xv, nib4(v, i), a[i]);
 	}
-	_mm256_storeu_ps(acc, a0);
-	_mm256_storeu_ps(acc + 8, a1);
-	_mm256_storeu_ps(acc + 16, a2);
-	_mm256_storeu_ps(acc + 24, a3);
-	_mm256_storeu_ps(acc + 32, a4);
-	_mm256_storeu_ps(acc + 40, a5);
-	_mm256_storeu_ps(acc + 48, a6);
-	_mm256_storeu_ps(acc + 56, a7);
-}
-
-// nib4 is nibble j (0..7) of every 32-bit lane of v moved to the lane's top 4 bits
-// (dec_blk4's conversion).
-T static AI __m256 nib4(__m256i v, int j) {
-	const __m256i hm = _mm256_set1_epi32((int)0xF0000000u);
-	if (j == 0) return _mm256_cvtepi32_ps(_mm256_slli_epi32(v, 28));
-	if (j == 7) return _mm256_cvtepi32_ps(_mm256_and_si256(v, hm));
-	return _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_slli_epi32(v, 28 - 4 * j), hm));
+	for (int i = 0; i < 8; i++) _mm256_storeu_ps(acc + 8 * i, a[i]);
 }
 
 // dec_x2: dec_blk8 (bits 8) or dec_blk4 (bits 4) for two rows of x at once, over
