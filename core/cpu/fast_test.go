@@ -275,50 +275,63 @@ func TestThreadsAgree(t *testing.T) {
 // guard bands, and each sequence alone equal to the batch.
 func TestFastMLA(t *testing.T) {
 	r := rand.New(rand.NewPCG(51, 52))
-	ref := backend.NewReference(0, backend.NewComm(1))
 	for _, isa := range isas() {
 		for _, th := range []int{1, 3} {
 			for _, lc := range []int{19, 64, 75} {
-				cb := isaGroup(t, isa, th)
-				const heads, rr, bs = 5, 6, 4
-				c, _ := cb.NewCache(2, 16, bs, lc+rr)
-				hc := c.(*backend.HostCache)
-				for i := range hc.Data {
-					hc.Data[i] = float32(r.NormFloat64())
-				}
-				seqs := []backend.AttnSeq{
-					{Row: 0, N: 3, Pos: 0, Blocks: []int32{3}},
-					{Row: 3, N: 1, Pos: 13, Blocks: []int32{7, 1, 0, 12}},
-					{Row: 4, N: 2, Pos: 5, Blocks: []int32{9, 15}},
-				}
-				M := 6
-				qa, _ := guarded(M, heads*lc, r, true)
-				qp, _ := guarded(M, heads*rr, r, true)
-				out, op := guarded(M, heads*lc, r, false)
-				if err := cb.MLAAttention(out, qa, qp, c, 1, heads, seqs, 0.2); err != nil {
-					t.Fatal(err)
-				}
-				checkGuard(t, op, M, heads*lc)
-				want, _ := backend.NewHostTensor(M, heads*lc)
-				if err := ref.MLAAttention(want, qa, qp, c, 1, heads, seqs, 0.2); err != nil {
-					t.Fatal(err)
-				}
-				got := read(t, cb, out)
-				if e := relErr(got, want.Data); e > 1e-5 {
-					t.Fatalf("%s threads %d lc %d: rel err %g", isa, th, lc, e)
-				}
-				one, _ := backend.NewHostTensor(M, heads*lc)
-				if err := cb.MLAAttention(one, qa, qp, c, 1, heads, seqs[1:2], 0.2); err != nil {
-					t.Fatal(err)
-				}
-				for j, v := range one.Row(3) {
-					if v != got[3*heads*lc+j] {
-						t.Fatalf("%s lc %d: sequence alone differs at %d", isa, lc, j)
-					}
-				}
+				checkMLA(t, isaGroup(t, isa, th), r, lc, 0.2, fmt.Sprintf("%s threads %d lc %d", isa, th, lc))
 			}
 		}
 	}
+}
+
+// mlaSeqs are three sequences over a 16-block cache of block size 4: a prefill from
+// position 0, one decode row at position 13 over a scattered block table, and two
+// rows at position 5.
+var mlaSeqs = []backend.AttnSeq{
+	{Row: 0, N: 3, Pos: 0, Blocks: []int32{3}},
+	{Row: 3, N: 1, Pos: 13, Blocks: []int32{7, 1, 0, 12}},
+	{Row: 4, N: 2, Pos: 5, Blocks: []int32{9, 15}},
+}
+
+// checkMLA runs MLAAttention with cb on mlaSeqs (5 heads, latent width lc, rope 6,
+// layer 1 of a random 2-layer cache) and checks the guard bands, the reference within
+// 1e-5, and the second sequence alone equal to the batch, bit for bit. It returns the
+// cache and inputs for further checks.
+func checkMLA(t *testing.T, cb *Backend, r *rand.Rand, lc int, scale float32, name string) (c backend.Cache, qa, qp, out *backend.HostTensor) {
+	t.Helper()
+	ref := backend.NewReference(0, backend.NewComm(1))
+	const heads, rr, bs = 5, 6, 4
+	c, _ = cb.NewCache(2, 16, bs, lc+rr)
+	hc := c.(*backend.HostCache)
+	for i := range hc.Data {
+		hc.Data[i] = float32(r.NormFloat64())
+	}
+	M := 6
+	qa, _ = guarded(M, heads*lc, r, true)
+	qp, _ = guarded(M, heads*rr, r, true)
+	out, op := guarded(M, heads*lc, r, false)
+	if err := cb.MLAAttention(out, qa, qp, c, 1, heads, mlaSeqs, scale); err != nil {
+		t.Fatal(err)
+	}
+	checkGuard(t, op, M, heads*lc)
+	want, _ := backend.NewHostTensor(M, heads*lc)
+	if err := ref.MLAAttention(want, qa, qp, c, 1, heads, mlaSeqs, scale); err != nil {
+		t.Fatal(err)
+	}
+	got := read(t, cb, out)
+	if e := relErr(got, want.Data); e > 1e-5 {
+		t.Fatalf("%s: rel err %g", name, e)
+	}
+	one, _ := backend.NewHostTensor(M, heads*lc)
+	if err := cb.MLAAttention(one, qa, qp, c, 1, heads, mlaSeqs[1:2], scale); err != nil {
+		t.Fatal(err)
+	}
+	for j, v := range one.Row(3) {
+		if v != got[3*heads*lc+j] {
+			t.Fatalf("%s: sequence alone differs at %d", name, j)
+		}
+	}
+	return c, qa, qp, out
 }
 
 func TestParseISA(t *testing.T) {
