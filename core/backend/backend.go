@@ -59,6 +59,12 @@ type Weight interface {
 	K() int
 }
 
+// Sized is implemented by weights that report the memory their data holds (on the
+// host or the device): what one full read of the weight costs.
+type Sized interface {
+	Bytes() int64
+}
+
 // Cache is the paged latent KV cache of one rank: for every layer, NumBlocks blocks of
 // BlockSize token rows of Width float32 values. In absorb mode a row holds the
 // normalised latent c_n followed by the rotated k_pe (spec §5.2.1). Slot s (a token row)

@@ -22,6 +22,12 @@ func (w *HostWeightRef) N() int { return w.W.N }
 // K returns the number of input channels.
 func (w *HostWeightRef) K() int { return w.W.K }
 
+// Bytes returns the memory the weight's data holds.
+func (w *HostWeightRef) Bytes() int64 {
+	h := w.W
+	return 4*int64(len(h.F32)) + 2*int64(len(h.BF16)) + int64(len(h.Q)) + 4*int64(len(h.Scale))
+}
+
 // AsHostWeight returns the HostWeight behind a handle made by Reference.LoadWeight (or
 // by a backend that uses HostWeightRef).
 func AsHostWeight(op string, w Weight) (*HostWeight, error) {
@@ -315,29 +321,41 @@ func (b *Reference) GroupedLinear(out, x Tensor, ws []Weight, counts []int) erro
 
 // CheckGrouped validates GroupedLinear's arguments and returns the host weights.
 func CheckGrouped(out, x Tensor, ws []Weight, counts []int) ([]*HostWeight, error) {
-	if len(ws) != len(counts) {
-		return nil, fmt.Errorf("grouped linear: %d weights but %d counts", len(ws), len(counts))
-	}
-	total := 0
 	hws := make([]*HostWeight, len(ws))
 	for g, w := range ws {
-		if counts[g] < 0 {
-			return nil, fmt.Errorf("grouped linear: negative count %d", counts[g])
-		}
-		total += counts[g]
 		h, err := AsHostWeight("grouped linear", w)
 		if err != nil {
 			return nil, err
 		}
-		if h.K != x.Cols() || h.N != out.Cols() {
-			return nil, fmt.Errorf("grouped linear: weight %s is %d×%d, want %d×%d", h.Name, h.N, h.K, out.Cols(), x.Cols())
-		}
 		hws[g] = h
 	}
-	if total != x.Rows() || out.Rows() != x.Rows() {
-		return nil, fmt.Errorf("grouped linear: counts sum to %d, x has %d rows, out %d", total, x.Rows(), out.Rows())
+	if err := CheckGroupedShapes(out, x, ws, counts); err != nil {
+		return nil, err
 	}
 	return hws, nil
+}
+
+// CheckGroupedShapes validates GroupedLinear's arguments through the Weight interface,
+// for backends whose weight handles are their own; ws must hold valid handles (no nil
+// pointers behind the interfaces).
+func CheckGroupedShapes(out, x Tensor, ws []Weight, counts []int) error {
+	if len(ws) != len(counts) {
+		return fmt.Errorf("grouped linear: %d weights but %d counts", len(ws), len(counts))
+	}
+	total := 0
+	for g, w := range ws {
+		if counts[g] < 0 {
+			return fmt.Errorf("grouped linear: negative count %d", counts[g])
+		}
+		total += counts[g]
+		if w.K() != x.Cols() || w.N() != out.Cols() {
+			return fmt.Errorf("grouped linear: weight %s is %d×%d, want %d×%d", w.Name(), w.N(), w.K(), out.Cols(), x.Cols())
+		}
+	}
+	if total != x.Rows() || out.Rows() != x.Rows() {
+		return fmt.Errorf("grouped linear: counts sum to %d, x has %d rows, out %d", total, x.Rows(), out.Rows())
+	}
+	return nil
 }
 
 // Rope rotates interleaved pairs in place.
