@@ -62,20 +62,25 @@ T static inline void unpack_pair(const uint8_t *r0, const uint8_t *r1, __m256i w
 	w[3] = _mm256_unpackhi_epi8(h0, h1);
 }
 
-// widen_add adds the int16 lane sums a[0..4) to ac[0..64) (int32, column order). The
-// unpacking leaves even columns in a[0], a[1] and odd ones in a[2], a[3], each 16-byte
-// lane holding 8 consecutive bytes of the row: interleaving even with odd int16s puts
-// 8 consecutive columns in each half-lane, so the accumulators stay in column order
-// and the scales and outputs need no permutation.
-T static inline __attribute__((always_inline)) void widen_add(const __m256i a[4], int32_t *ac) {
+// widen_add adds the int16 lane sums a[0..4) to ac[0..64) (int32, column order), or
+// stores them there when first is set. The unpacking leaves even columns in a[0], a[1]
+// and odd ones in a[2], a[3], each 16-byte lane holding 8 consecutive bytes of the row:
+// interleaving even with odd int16s puts 8 consecutive columns in each half-lane, so
+// the accumulators stay in column order and the scales and outputs need no
+// permutation.
+T static inline __attribute__((always_inline)) void widen_add(const __m256i a[4], int32_t *ac, int first) {
 	const __m256i u[4] = {_mm256_unpacklo_epi16(a[0], a[2]), _mm256_unpackhi_epi16(a[0], a[2]),
 	                      _mm256_unpacklo_epi16(a[1], a[3]), _mm256_unpackhi_epi16(a[1], a[3])};
-	for (int i = 0; i < 4; i++) {
+	UNROLL for (int i = 0; i < 4; i++) {
 		__m256i lo = _mm256_cvtepi16_epi32(_mm256_castsi256_si128(u[i]));
 		__m256i hi = _mm256_cvtepi16_epi32(_mm256_extracti128_si256(u[i], 1));
 		__m256i *d0 = (__m256i *)(ac + 8 * i), *d1 = (__m256i *)(ac + 32 + 8 * i);
-		_mm256_storeu_si256(d0, _mm256_add_epi32(_mm256_loadu_si256(d0), lo));
-		_mm256_storeu_si256(d1, _mm256_add_epi32(_mm256_loadu_si256(d1), hi));
+		if (!first) {
+			lo = _mm256_add_epi32(_mm256_loadu_si256(d0), lo);
+			hi = _mm256_add_epi32(_mm256_loadu_si256(d1), hi);
+		}
+		_mm256_storeu_si256(d0, lo);
+		_mm256_storeu_si256(d1, hi);
 	}
 }
 
@@ -86,125 +91,99 @@ T static inline __attribute__((always_inline)) __m256i pair_act(const int8_t *xp
 	return _mm256_set1_epi16(pr);
 }
 
-// dot_chunk adds to ac[0..64) (int32, kernel order) the np pair products of one row's
-// activations xp with the unpacked chunk wb.
-T static inline void dot_chunk(const int8_t *xp, const __m256i *wb, int np, int32_t *ac) {
+// dot_chunk adds to ac[0..64) (int32, column order; stores when first) the np pair
+// products of one row's activations xp with the unpacked chunk wb.
+T static inline void dot_chunk(const int8_t *xp, const __m256i *wb, int np, int32_t *ac, int first) {
 	__m256i a[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256()};
 	for (int p = 0; p < np; p++) {
 		__m256i av = pair_act(xp + 2 * p);
-		for (int i = 0; i < 4; i++) a[i] = _mm256_add_epi16(a[i], _mm256_maddubs_epi16(wb[4 * p + i], av));
+		UNROLL for (int i = 0; i < 4; i++) a[i] = _mm256_add_epi16(a[i], _mm256_maddubs_epi16(wb[4 * p + i], av));
 	}
-	widen_add(a, ac);
+	widen_add(a, ac, first);
 }
 
 // dot_fused is unpack + dot_chunk for R (1 or 2) rows without storing the unpacked
-// weights: at one or two rows the stores and reloads cost more than they save.
+// weights: at one or two rows the stores and reloads cost more than they save. Pair p
+// is the 64 bytes at w + 64p (two consecutive panel rows).
 T static inline __attribute__((always_inline)) void dot_fused(int R, const int8_t *x0, const int8_t *x1,
-                                                              const uint8_t *const *r0, const uint8_t *const *r1,
-                                                              int np, int32_t *ac0, int32_t *ac1) {
+                                                              const uint8_t *w, int np, int32_t *ac0, int32_t *ac1,
+                                                              int first) {
 	__m256i a[2][4];
-	for (int r = 0; r < R; r++)
-		for (int i = 0; i < 4; i++) a[r][i] = _mm256_setzero_si256();
+	UNROLL for (int r = 0; r < R; r++)
+		UNROLL for (int i = 0; i < 4; i++) a[r][i] = _mm256_setzero_si256();
 	for (int p = 0; p < np; p++) {
-		__m256i w[4];
-		unpack_pair(r0[p], r1[p], w);
+		__m256i u[4];
+		unpack_pair(w + 64 * p, w + 64 * p + 32, u);
 		__m256i av0 = pair_act(x0 + 2 * p);
-		for (int i = 0; i < 4; i++) a[0][i] = _mm256_add_epi16(a[0][i], _mm256_maddubs_epi16(w[i], av0));
+		UNROLL for (int i = 0; i < 4; i++) a[0][i] = _mm256_add_epi16(a[0][i], _mm256_maddubs_epi16(u[i], av0));
 		if (R == 2) {
 			__m256i av1 = pair_act(x1 + 2 * p);
-			for (int i = 0; i < 4; i++) a[1][i] = _mm256_add_epi16(a[1][i], _mm256_maddubs_epi16(w[i], av1));
+			UNROLL for (int i = 0; i < 4; i++) a[1][i] = _mm256_add_epi16(a[1][i], _mm256_maddubs_epi16(u[i], av1));
 		}
 	}
-	widen_add(a[0], ac0);
-	if (R == 2) widen_add(a[1], ac1);
+	widen_add(a[0], ac0, first);
+	if (R == 2) widen_add(a[1], ac1, first);
 }
 
 T void dsg_q4a8_avx2(const int8_t *xq, long ldxq, const float *xs, const int32_t *xsum, long ldxs, int M,
-                   const void *qv, int N, const float *scale, int G, int B, int k0, int k1, int c0, int c1, float *y,
-                   long ldy, void *scratch, int nh, long xhs) {
+                   const void *qv, int K, const float *scale, long ldsc, int G, int B, int k0, int k1, int c0, int c1,
+                   float *y, long ldy, void *scratch, int nh, long xhs) {
 	const uint8_t *q = (const uint8_t *)qv;
-	static const uint8_t zero[32];
-	uint8_t tmp[KQ / 2][2][32];
+	uint8_t odd[KQ + 1][32]; // a chunk with an odd row count, padded with a zero row
 	__m256i wb[4 * KQ / 2];
-	long rowbytes = N / 2;
-	int sw = c1 - c0, swp = (sw + 63) & ~63;
 	int32_t *acc = (int32_t *)scratch;
-	float *out = (float *)(acc + (long)M * swp), *sperm = out + (long)M * swp;
-	memset(out, 0, sizeof(float) * swp * (size_t)M);
-	int gcur = -1;
-	for (int b0 = k0; b0 < k1;) {
-		int b1 = (b0 / B + 1) * B;
-		if (b1 > k1) b1 = k1;
-		memset(acc, 0, sizeof(int32_t) * swp * (size_t)M);
-		for (int kk = b0; kk < b1; kk += KQ) {
-			int kb = b1 - kk < KQ ? b1 - kk : KQ, np = (kb + 1) / 2;
-			for (int cb = 0; cb < sw; cb += 64) {
-				int nc = sw - cb < 64 ? sw - cb : 64;
-				const uint8_t *base = q + (long)kk * rowbytes + (c0 + cb) / 2;
-				const uint8_t *r0[KQ / 2], *r1[KQ / 2];
-				for (int p = 0; p < np; p++) {
-					r0[p] = base + 2L * p * rowbytes;
-					r1[p] = 2 * p + 1 < kb ? r0[p] + rowbytes : zero;
-					if (nc < 64) {
-						memset(tmp[p], 0, sizeof tmp[p]);
-						memcpy(tmp[p][0], r0[p], (size_t)nc / 2);
-						memcpy(tmp[p][1], r1[p], (size_t)nc / 2);
-						r0[p] = tmp[p][0];
-						r1[p] = tmp[p][1];
-					}
+	float *out = (float *)(acc + 64L * M);
+	// Panel by panel, down k: one sequential stream per panel, and 64 int32
+	// accumulators per row of x, which stay in L1.
+	for (int cb = c0 & ~63; cb < c1; cb += 64) {
+		const uint8_t *pan = q + (long)(cb / 64) * K * 32;
+		long head = nh ? cb / nh : 0; // one activation block per head (a panel is in one head)
+		memset(out, 0, sizeof(float) * 64 * (size_t)M);
+		for (int b0 = k0; b0 < k1;) {
+			int b1 = (b0 / B + 1) * B;
+			if (b1 > k1) b1 = k1;
+			for (int kk = b0; kk < b1; kk += KQ) {
+				int kb = b1 - kk < KQ ? b1 - kk : KQ, np = (kb + 1) / 2, first = kk == b0;
+				const uint8_t *wk = pan + (long)kk * 32;
+				if (kb & 1) {
+					memcpy(odd, wk, 32 * (size_t)kb);
+					memset(odd[kb], 0, 32);
+					wk = odd[0];
 				}
-				if (kk + KQ < k1 && (cb & 64) == 0)
-					for (int k = 0; k < KQ && kk + KQ + k < k1; k++)
-						_mm_prefetch((const char *)(base + (long)(KQ + k) * rowbytes), _MM_HINT_T0);
-				const int8_t *xk = xq + (nh ? (long)((c0 + cb) / nh) * xhs : 0) + kk;
-				int32_t *ak = acc + cb;
+				const int8_t *xk = xq + head * xhs + kk;
 				if (M <= 2) {
 					if (M == 2)
-						dot_fused(2, xk, xk + ldxq, r0, r1, np, ak, ak + swp);
+						dot_fused(2, xk, xk + ldxq, wk, np, acc, acc + 64, first);
 					else
-						dot_fused(1, xk, xk, r0, r1, np, ak, ak);
+						dot_fused(1, xk, xk, wk, np, acc, acc, first);
 					continue;
 				}
-				for (int p = 0; p < np; p++) unpack_pair(r0[p], r1[p], wb + 4 * p);
-				for (int m = 0; m < M; m++) dot_chunk(xk + m * ldxq, wb, np, ak + (long)m * swp);
+				for (int p = 0; p < np; p++) unpack_pair(wk + 64 * p, wk + 64 * p + 32, wb + 4 * p);
+				for (int m = 0; m < M; m++) dot_chunk(xk + m * ldxq, wb, np, acc + 64L * m, first);
 			}
-		}
-		int g = b0 / G;
-		const float *sg = scale + (long)g * N + c0;
-		if (sw != swp) { // the padded tail must not read past the scales
-			if (g != gcur) {
-				memcpy(sperm, sg, sizeof(float) * sw);
-				memset(sperm + sw, 0, sizeof(float) * (swp - sw));
-				gcur = g;
-			}
-			sg = sperm;
-		}
-		for (int m = 0; m < M; m++) {
-			int32_t *ac = acc + (long)m * swp;
-			float *o = out + (long)m * swp;
-			// One activation block per head (all columns when nh is 0).
-			for (int j0 = 0, j1; j0 < swp; j0 = j1) {
-				long head = nh ? (c0 + j0) / nh : 0;
-				j1 = nh ? (int)((head + 1) * nh - c0) : swp;
-				if (j1 > swp) j1 = swp;
+			const float *sg = scale + (long)(b0 / G) * ldsc + cb;
+			for (int m = 0; m < M; m++) {
+				const int32_t *ac = acc + 64L * m;
+				float *o = out + 64L * m;
 				long bi = m * ldxs + (head * xhs + b0) / B;
 				__m256 as = _mm256_set1_ps(xs[bi]);
 				__m256i off = _mm256_set1_epi32(8 * xsum[bi]);
-				for (int j = j0; j < j1; j += 8) {
+				UNROLL for (int j = 0; j < 64; j += 8) {
 					__m256 f = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_loadu_si256((const __m256i *)(ac + j)), off));
 					_mm256_storeu_ps(o + j, _mm256_fmadd_ps(_mm256_mul_ps(f, _mm256_loadu_ps(sg + j)), as, _mm256_loadu_ps(o + j)));
 				}
 			}
+			b0 = b1;
 		}
-		b0 = b1;
+		int lo = cb < c0 ? c0 : cb, hi = cb + 64 < c1 ? cb + 64 : c1;
+		for (int m = 0; m < M; m++) memcpy(y + m * ldy + lo - c0, out + 64L * m + lo - cb, sizeof(float) * (size_t)(hi - lo));
 	}
-	for (int m = 0; m < M; m++) memcpy(y + m * ldy, out + (long)m * swp, sizeof(float) * sw);
 }
 #else
 void dsg_q4a8_avx2(const int8_t *xq, long ldxq, const float *xs, const int32_t *xsum, long ldxs, int M,
-                   const void *qv, int N, const float *scale, int G, int B, int k0, int k1, int c0, int c1, float *y,
-                   long ldy, void *scratch, int nh, long xhs) {
-	(void)nh; (void)xhs; (void)xq; (void)ldxq; (void)xs; (void)xsum; (void)ldxs; (void)M; (void)qv; (void)N; (void)scale; (void)G;
+                   const void *qv, int K, const float *scale, long ldsc, int G, int B, int k0, int k1, int c0, int c1,
+                   float *y, long ldy, void *scratch, int nh, long xhs) {
+	(void)nh; (void)xhs; (void)xq; (void)ldxq; (void)xs; (void)xsum; (void)ldxs; (void)M; (void)qv; (void)K; (void)scale; (void)ldsc; (void)G;
 	(void)B; (void)k0; (void)k1; (void)c0; (void)c1; (void)y; (void)ldy; (void)scratch;
 }
 #endif

@@ -103,7 +103,7 @@ func checkQuantizedActivations(t *testing.T, cb *Backend, hw *backend.HostWeight
 	checkGuard(t, yp, m, n)
 	got := read(t, cb, y)
 	want, _ := backend.NewHostTensor(m, n)
-	if err := ref.Linear(want, x, w); err != nil {
+	if err := ref.Linear(want, x, hostRef(hw)); err != nil {
 		t.Fatal(err)
 	}
 	for i := 0; i < m; i++ {

@@ -8,15 +8,18 @@
 // Kernels split their output columns (or attention heads; quantized weights also by a
 // fixed number of k ranges) over Threads goroutines; every output element is computed
 // by the same operations in the same order whatever the split and whatever the number
-// of rows, so results are deterministic and row-independent. Weights keep the host layout of backend.HostWeight (F32/BF16 [N,K];
-// I8/I4 transposed [K,N] as in convert/FORMATS.md): the quantized kernels stream rows of
-// the (K,N) matrix and vectorize over N.
+// of rows, so results are deterministic and row-independent. Dense weights keep the
+// host layout of backend.HostWeight (F32/BF16 [N,K]); on the AVX2 kernels, quantized
+// ones (I8/I4, transposed [K,N] as in convert/FORMATS.md) are repacked at load into
+// panels of 64 output columns whose K rows are contiguous (panels.go), which the
+// kernels read as one sequential stream per panel.
 package cpu
 
 import (
 	"fmt"
 	"runtime"
 	"sync"
+	"sync/atomic"
 
 	"github.com/dsgate/dsgate/core/backend"
 )
@@ -82,34 +85,69 @@ func Factory(opt Options) backend.Factory {
 	return func(w int) ([]backend.Backend, error) { return NewGroup(w, opt) }
 }
 
+// LoadWeight validates hw and, on the AVX2 kernels, repacks quantized weights into
+// panels (KERNELS.md "Panels"); the handle then holds no reference to hw's bytes. Other
+// weights, and every weight on the generic kernels, keep hw as it is.
+func (b *Backend) LoadWeight(hw *backend.HostWeight) (backend.Weight, error) {
+	if b.isa < isaAVX2 || hw == nil || !hw.Quantized() {
+		return b.Reference.LoadWeight(hw)
+	}
+	if err := hw.Validate(); err != nil {
+		return nil, err
+	}
+	return packQuant(hw)
+}
+
 // Name returns "cpu".
 func (b *Backend) Name() string { return "cpu" }
 
 // Threads returns the goroutines used per op.
 func (b *Backend) Threads() int { return b.threads }
 
-// parallel splits [0, n) in units of unit into at most b.threads contiguous ranges
-// and runs fn on each (the last range absorbs the remainder).
+// parallel splits [0, n) in units of unit into contiguous ranges and runs fn on each,
+// over the backend's threads (the last range absorbs the remainder). Each element's
+// arithmetic never depends on the range it falls in.
 func (b *Backend) parallel(n, unit int, fn func(lo, hi int)) {
 	units := (n + unit - 1) / unit
-	parts := min(b.threads, units)
-	if parts <= 1 {
-		fn(0, n)
+	parts := min(b.threads*chunksPerThread, units)
+	b.spread(parts, func(p int) {
+		lo, hi := p*units/parts*unit, min((p+1)*units/parts*unit, n)
+		if lo < hi {
+			fn(lo, hi)
+		}
+	})
+}
+
+// chunksPerThread is how many pieces an op is cut into per thread: threads take the
+// next piece when they finish one, so a thread that the machine slows down (other
+// processes, a busier memory channel) holds the others up by at most one piece.
+const chunksPerThread = 4
+
+// spread runs fn(0) … fn(items-1) on up to b.threads goroutines (the caller's among
+// them), each taking the next item when done with one.
+func (b *Backend) spread(items int, fn func(i int)) {
+	workers := min(b.threads, items)
+	if workers <= 1 {
+		for i := 0; i < items; i++ {
+			fn(i)
+		}
 		return
 	}
-	var wg sync.WaitGroup
-	for p := 0; p < parts; p++ {
-		lo, hi := p*units/parts*unit, (p+1)*units/parts*unit
-		hi = min(hi, n)
-		if lo >= hi {
-			continue
+	var next atomic.Int64
+	work := func() {
+		for i := int(next.Add(1)) - 1; i < items; i = int(next.Add(1)) - 1 {
+			fn(i)
 		}
+	}
+	var wg sync.WaitGroup
+	for t := 1; t < workers; t++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			fn(lo, hi)
+			work()
 		}()
 	}
+	work()
 	wg.Wait()
 }
 
@@ -122,20 +160,20 @@ func unit(w *backend.HostWeight) int {
 
 // Linear computes out = x · Wᵀ with the C kernels.
 func (b *Backend) Linear(out, x backend.Tensor, w backend.Weight) error {
-	o, xh, wh, err := args("linear", out, x, w)
+	o, xh, wh, qw, err := args("linear", out, x, w)
 	if err != nil {
 		return err
 	}
 	if err := backend.CheckLinear("linear", o, xh, wh); err != nil {
 		return err
 	}
-	b.matmul(o, xh, wh, 0)
+	b.matmul(o, xh, wh, qw, 0)
 	return nil
 }
 
 // HeadLinear computes one Linear per head with the C kernels.
 func (b *Backend) HeadLinear(out, x backend.Tensor, w backend.Weight, heads int) error {
-	o, xh, wh, err := args("head linear", out, x, w)
+	o, xh, wh, qw, err := args("head linear", out, x, w)
 	if err != nil {
 		return err
 	}
@@ -143,12 +181,12 @@ func (b *Backend) HeadLinear(out, x backend.Tensor, w backend.Weight, heads int)
 		return err
 	}
 	n := wh.N / heads
-	if wh.DType == backend.I4 && n%8 != 0 {
+	if qw == nil && wh.DType == backend.I4 && n%8 != 0 {
 		return b.Reference.HeadLinear(out, x, w, heads)
 	}
 	b.parallel(heads, 1, func(lo, hi int) {
-		ov, _ := backend.SliceHost(o, 0, o.R, lo*n, (hi-lo)*n)
-		if fastHeadKernel(b.isa, b.actq, ov, xh, wh, lo*n, hi*n, n) {
+		if qw != nil {
+			b.qheads(o, xh, qw, lo, hi, n)
 			return
 		}
 		for h := lo; h < hi; h++ {
@@ -169,19 +207,24 @@ func (b *Backend) GroupedLinear(out, x backend.Tensor, ws []backend.Weight, coun
 	if err != nil {
 		return err
 	}
-	hws, err := backend.CheckGrouped(o, xh, ws, counts)
-	if err != nil {
+	hws := make([]*backend.HostWeight, len(ws))
+	qws := make([]*qweight, len(ws))
+	for g, w := range ws {
+		if hws[g], qws[g], err = weightArgs("grouped linear", w); err != nil {
+			return err
+		}
+	}
+	if err := backend.CheckGroupedShapes(o, xh, ws, counts); err != nil {
 		return err
 	}
 	row := 0
-	for g, w := range hws {
-		c := counts[g]
+	for g, c := range counts {
 		if c == 0 {
 			continue
 		}
 		xs, _ := backend.SliceHost(xh, row, c, 0, xh.C)
 		os, _ := backend.SliceHost(o, row, c, 0, o.C)
-		b.matmul(os, xs, w, 0)
+		b.matmul(os, xs, hws[g], qws[g], 0)
 		row += c
 	}
 	return nil
@@ -226,18 +269,14 @@ func (b *Backend) MLAAttention(out, qAbs, qPe backend.Tensor, c backend.Cache, l
 	return nil
 }
 
-func args(op string, out, x backend.Tensor, w backend.Weight) (*backend.HostTensor, *backend.HostTensor, *backend.HostWeight, error) {
-	o, err := backend.AsHost(op, out)
-	if err != nil {
-		return nil, nil, nil, err
+// args resolves an op's output, input and weight (see weightArgs).
+func args(op string, out, x backend.Tensor, w backend.Weight) (o, xh *backend.HostTensor, wh *backend.HostWeight, qw *qweight, err error) {
+	if o, err = backend.AsHost(op, out); err != nil {
+		return
 	}
-	xh, err := backend.AsHost(op, x)
-	if err != nil {
-		return nil, nil, nil, err
+	if xh, err = backend.AsHost(op, x); err != nil {
+		return
 	}
-	wh, err := backend.AsHostWeight(op, w)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	return o, xh, wh, nil
+	wh, qw, err = weightArgs(op, w)
+	return
 }

@@ -107,6 +107,10 @@ func group(t *testing.T, threads int) (*Backend, *backend.Reference) {
 	return g[0].(*Backend), backend.NewReference(0, backend.NewComm(1))
 }
 
+// hostRef is hw's handle for the reference backend: the CPU backend's own handle may
+// hold a repacked copy (panels.go) that the reference cannot read.
+func hostRef(hw *backend.HostWeight) backend.Weight { return &backend.HostWeightRef{W: hw} }
+
 func TestLinearVsReference(t *testing.T) {
 	r := rand.New(rand.NewPCG(7, 8))
 	cb, ref := group(t, 3)
@@ -142,7 +146,7 @@ func TestLinearVsReference(t *testing.T) {
 				}
 			}
 			want, _ := backend.NewHostTensor(tc.m, tc.n)
-			if err := ref.Linear(want, x, w); err != nil {
+			if err := ref.Linear(want, x, hostRef(hw)); err != nil {
 				t.Fatal(err)
 			}
 			if e := relErr(read(t, cb, y), want.Data); e > 1e-5 {
@@ -171,7 +175,8 @@ func TestHeadAndGroupedLinear(t *testing.T) {
 	cb, ref := group(t, 2)
 	for _, d := range []backend.DType{backend.F32, backend.BF16, backend.I8, backend.I4} {
 		heads, n, k, m := 3, 16, 21, 4
-		w, _ := cb.LoadWeight(randWeight(r, d, heads*n, k, 0))
+		hw := randWeight(r, d, heads*n, k, 0)
+		w, _ := cb.LoadWeight(hw)
 		x, _ := guarded(m, heads*k, r, true)
 		y, yp := guarded(m, heads*n, r, false)
 		if err := cb.HeadLinear(y, x, w, heads); err != nil {
@@ -179,16 +184,17 @@ func TestHeadAndGroupedLinear(t *testing.T) {
 		}
 		checkGuard(t, yp, m, heads*n)
 		want, _ := backend.NewHostTensor(m, heads*n)
-		if err := ref.HeadLinear(want, x, w, heads); err != nil {
+		if err := ref.HeadLinear(want, x, hostRef(hw), heads); err != nil {
 			t.Fatal(err)
 		}
 		if e := relErr(read(t, cb, y), want.Data); e > 1e-5 {
 			t.Fatalf("%v head linear rel err %g", d, e)
 		}
-		ws := []backend.Weight{}
+		ws, rws := []backend.Weight{}, []backend.Weight{}
 		for i := 0; i < 3; i++ {
-			wi, _ := cb.LoadWeight(randWeight(r, d, 24, 19, 0))
-			ws = append(ws, wi)
+			hwi := randWeight(r, d, 24, 19, 0)
+			wi, _ := cb.LoadWeight(hwi)
+			ws, rws = append(ws, wi), append(rws, hostRef(hwi))
 		}
 		counts := []int{2, 0, 3}
 		xg, _ := guarded(5, 19, r, true)
@@ -198,7 +204,7 @@ func TestHeadAndGroupedLinear(t *testing.T) {
 		}
 		checkGuard(t, ygp, 5, 24)
 		wantG, _ := backend.NewHostTensor(5, 24)
-		if err := ref.GroupedLinear(wantG, xg, ws, counts); err != nil {
+		if err := ref.GroupedLinear(wantG, xg, rws, counts); err != nil {
 			t.Fatal(err)
 		}
 		if e := relErr(read(t, cb, yg), wantG.Data); e > 1e-5 {
@@ -247,7 +253,8 @@ func FuzzLinear(f *testing.F) {
 		}
 		r := rand.New(rand.NewPCG(seed, 99))
 		cb, ref := group(t, 2)
-		w, err := cb.LoadWeight(randWeight(r, d, N, K, G))
+		hw := randWeight(r, d, N, K, G)
+		w, err := cb.LoadWeight(hw)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -258,7 +265,9 @@ func FuzzLinear(f *testing.F) {
 		}
 		checkGuard(t, yp, M, N)
 		want, _ := backend.NewHostTensor(M, N)
-		_ = ref.Linear(want, x, w)
+		if err := ref.Linear(want, x, hostRef(hw)); err != nil {
+			t.Fatal(err)
+		}
 		if e := relErr(read(t, cb, y), want.Data); e > 1e-5 {
 			t.Fatalf("rel err %g", e)
 		}

@@ -2,7 +2,6 @@ package cpu
 
 import (
 	"fmt"
-	"sync"
 
 	"github.com/dsgate/dsgate/core/backend"
 )
@@ -42,22 +41,37 @@ func isaName(l int) string {
 // the CPU has AVX-512 (the AVX2+FMA kernels run there too).
 func (b *Backend) ISA() string { return isaName(b.isa) }
 
-// linear computes out[:, 0:n1-n0] = x[:, xc0:xc0+K] · W[n0:n1]ᵀ with the fastest kernel
-// available at b's ISA level. The choice depends only on the weight and the level,
-// never on x's row count, so results stay row-independent.
+// linear computes out[:, 0:n1-n0] = x[:, xc0:xc0+K] · W[n0:n1]ᵀ for a host weight with
+// the fastest kernel available at b's ISA level (dense weights: the AVX2 kernel there;
+// quantized host weights: the portable kernels, which is where the generic level keeps
+// them). The choice depends only on the weight and the level, never on x's row count,
+// so results stay row-independent.
 func (b *Backend) linear(o, x *backend.HostTensor, w *backend.HostWeight, n0, n1, xc0 int) {
-	if fastKernel(b.isa, b.actq, o, x, w, n0, n1, xc0) {
+	if fastKernel(b.isa, o, x, w, n0, n1, xc0) {
 		return
 	}
 	linearKernel(o, x, w, n0, n1, xc0)
+}
+
+// qheads computes HeadLinear's heads [h0, h1) of n columns each for a packed weight: in
+// one pass over their panels when heads are whole panels (each panel reads its head's
+// slice of x), else one call per head.
+func (b *Backend) qheads(o, x *backend.HostTensor, w *qweight, h0, h1, n int) {
+	ov, _ := backend.SliceHost(o, 0, o.R, h0*n, (h1-h0)*n)
+	if n%panelCols == 0 && qHeadPass(ov, x, w, b.actq, h0*n, h1*n, n) {
+		return
+	}
+	for h := h0; h < h1; h++ {
+		ov, _ := backend.SliceHost(o, 0, o.R, h*n, n)
+		qKernel(ov, x, w, 0, w.h.K, h*n, (h+1)*n, h*w.h.K, b.actq)
+	}
 }
 
 // kParts is the number of contiguous ranges a quantized weight's input dimension is
 // split into on the fast kernels: 2 when K ≥ 1024, else 1. It depends on the weight
 // only (never on the row count or the thread count), and the ranges' results are
 // summed in range order, so results stay row-independent and equal for any Threads.
-// Splitting k lets each thread stream a contiguous block of rows of the (K, N) weight
-// at decode, which is what reaches the memory bandwidth.
+// Splitting k gives two threads work on weights of few panels.
 func kParts(w *backend.HostWeight) int {
 	if (w.DType == backend.I8 || w.DType == backend.I4) && w.K >= 1024 {
 		return 2
@@ -91,10 +105,10 @@ func kBound(k, p, parts int) int {
 }
 
 // matmul computes o = x[:, xc0:xc0+K] · Wᵀ over all of W's output channels, split over
-// the backend's threads: quantized weights on the fast kernels by k range (kParts)
-// times column blocks of 64, everything else by columns.
-func (b *Backend) matmul(o, x *backend.HostTensor, w *backend.HostWeight, xc0 int) {
-	if b.isa < isaAVX2 || (w.DType != backend.I8 && w.DType != backend.I4) {
+// the backend's threads: packed weights (qw) by k range (kParts) times panels, host
+// weights by columns.
+func (b *Backend) matmul(o, x *backend.HostTensor, w *backend.HostWeight, qw *qweight, xc0 int) {
+	if qw == nil {
 		b.parallel(w.N, unit(w), func(lo, hi int) {
 			ov, _ := backend.SliceHost(o, 0, o.R, lo, hi-lo)
 			b.linear(ov, x, w, lo, hi, xc0)
@@ -105,40 +119,22 @@ func (b *Backend) matmul(o, x *backend.HostTensor, w *backend.HostWeight, xc0 in
 		return
 	}
 	P := kParts(w)
-	units := (w.N + 63) / 64
-	cols := min(units, max(1, (b.threads+P-1)/P))
+	units := (w.N + panelCols - 1) / panelCols
+	chunks := min(units, max(1, b.threads*chunksPerThread/P))
 	parts := make([]*backend.HostTensor, P)
 	parts[0] = o
 	for p := 1; p < P; p++ {
 		parts[p], _ = backend.NewHostTensor(o.R, o.C)
 	}
-	run := func(p, c int) {
-		lo, hi := c*units/cols*64, min((c+1)*units/cols*64, w.N)
+	b.spread(P*chunks, func(i int) {
+		p, c := i/chunks, i%chunks
+		lo, hi := c*units/chunks*panelCols, min((c+1)*units/chunks*panelCols, w.N)
 		if lo >= hi {
 			return
 		}
 		ov, _ := backend.SliceHost(parts[p], 0, o.R, lo, hi-lo)
-		qKernel(ov, x, w, kBound(w.K, p, P), kBound(w.K, p+1, P), lo, hi, xc0, b.actq)
-	}
-	if b.threads <= 1 {
-		for p := 0; p < P; p++ {
-			for c := 0; c < cols; c++ {
-				run(p, c)
-			}
-		}
-	} else {
-		var wg sync.WaitGroup
-		for p := 0; p < P; p++ {
-			for c := 0; c < cols; c++ {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					run(p, c)
-				}()
-			}
-		}
-		wg.Wait()
-	}
+		qKernel(ov, x, qw, kBound(w.K, p, P), kBound(w.K, p+1, P), lo, hi, xc0, b.actq)
+	})
 	for p := 1; p < P; p++ {
 		for i := 0; i < o.R; i++ {
 			or, pr := o.Row(i), parts[p].Row(i)

@@ -27,7 +27,7 @@ int dsg_detect_isa(void) {
 	return DSG_ISA_GENERIC;
 }
 
-#define KB 16  // decode: k rows per block (accumulators stay in L1 across a block)
+#define KB 64  // decode: k rows per block (the block is reread from L1 by every pair of rows of x)
 #define KC 64  // GEMM: k rows dequantized per chunk (KC x 64 floats = 16 KiB)
 
 #ifdef DSG_X86
@@ -38,14 +38,14 @@ int dsg_detect_isa(void) {
 // (exact: small integers). int8: 64 bytes; int4: 32 bytes, byte j holds columns 2j
 // (low nibble) and 2j+1 (high nibble), two's complement.
 T static AI void ld64_i8(const uint8_t *p, __m256 w[8]) {
-	for (int i = 0; i < 8; i++)
+	UNROLL for (int i = 0; i < 8; i++)
 		w[i] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(p + 8 * i))));
 }
 
 T static AI void ld64_i4(const uint8_t *p, __m256 w[8]) {
 	const __m128i tab = _mm_setr_epi8(0, 1, 2, 3, 4, 5, 6, 7, -8, -7, -6, -5, -4, -3, -2, -1);
 	const __m128i m4 = _mm_set1_epi8(0x0F);
-	for (int h = 0; h < 2; h++) {
+	UNROLL for (int h = 0; h < 2; h++) {
 		__m128i v = _mm_loadu_si128((const __m128i *)(p + 16 * h));
 		__m128i lo = _mm_shuffle_epi8(tab, _mm_and_si128(v, m4));
 		__m128i hi = _mm_shuffle_epi8(tab, _mm_and_si128(_mm_srli_epi16(v, 4), m4));
@@ -62,14 +62,14 @@ T static AI void ld64_i4(const uint8_t *p, __m256 w[8]) {
 // int8 rows. Eight accumulators cover the FMA latency.
 T static void dec_blk8(const float *x, const uint8_t *w, long ldw, int kb, float *acc) {
 	__m256 a[8];
-	for (int i = 0; i < 8; i++) a[i] = _mm256_loadu_ps(acc + 8 * i);
+	UNROLL for (int i = 0; i < 8; i++) a[i] = _mm256_loadu_ps(acc + 8 * i);
 	for (int k = 0; k < kb; k++) {
 		__m256 xv = _mm256_broadcast_ss(x + k);
 		const uint8_t *p = w + k * ldw;
-		for (int i = 0; i < 8; i++)
+		UNROLL for (int i = 0; i < 8; i++)
 			a[i] = _mm256_fmadd_ps(xv, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(p + 8 * i)))), a[i]);
 	}
-	for (int i = 0; i < 8; i++) _mm256_storeu_ps(acc + 8 * i, a[i]);
+	UNROLL for (int i = 0; i < 8; i++) _mm256_storeu_ps(acc + 8 * i, a[i]);
 }
 
 // nib4 is nibble j (0..7) of every 32-bit lane of v moved to the lane's top 4 bits
@@ -88,13 +88,13 @@ T static AI __m256 nib4(__m256i v, int j) {
 // (q_decode folds 2^-28 into the scales; exact, see INT4_SHIFT).
 T static void dec_blk4(const float *x, const uint8_t *w, long ldw, int kb, float *acc) {
 	__m256 a[8];
-	for (int i = 0; i < 8; i++) a[i] = _mm256_loadu_ps(acc + 8 * i);
+	UNROLL for (int i = 0; i < 8; i++) a[i] = _mm256_loadu_ps(acc + 8 * i);
 	for (int k = 0; k < kb; k++) {
 		__m256 xv = _mm256_broadcast_ss(x + k);
 		__m256i v = _mm256_loadu_si256((const __m256i *)(w + k * ldw));
-		for (int i = 0; i < 8; i++) a[i] = _mm256_fmadd_ps(xv, nib4(v, i), a[i]);
+		UNROLL for (int i = 0; i < 8; i++) a[i] = _mm256_fmadd_ps(xv, nib4(v, i), a[i]);
 	}
-	for (int i = 0; i < 8; i++) _mm256_storeu_ps(acc + 8 * i, a[i]);
+	UNROLL for (int i = 0; i < 8; i++) _mm256_storeu_ps(acc + 8 * i, a[i]);
 }
 
 // dec_x2: dec_blk8 (bits 8) or dec_blk4 (bits 4) for two rows of x at once, over
@@ -103,9 +103,9 @@ T static void dec_blk4(const float *x, const uint8_t *w, long ldw, int kb, float
 // same bits as two single-row calls.
 T static AI void dec_x2(int bits, const float *x0, const float *x1, const uint8_t *w, long ldw, int kb, float *acc0,
                         float *acc1) {
-	for (int h = 0; h < 2; h++) {
+	UNROLL for (int h = 0; h < 2; h++) {
 		__m256 a[4], b[4];
-		for (int i = 0; i < 4; i++) {
+		UNROLL for (int i = 0; i < 4; i++) {
 			a[i] = _mm256_loadu_ps(acc0 + 32 * h + 8 * i);
 			b[i] = _mm256_loadu_ps(acc1 + 32 * h + 8 * i);
 		}
@@ -113,14 +113,14 @@ T static AI void dec_x2(int bits, const float *x0, const float *x1, const uint8_
 			__m256 xv0 = _mm256_broadcast_ss(x0 + k), xv1 = _mm256_broadcast_ss(x1 + k);
 			const uint8_t *p = w + k * ldw;
 			__m256i v = bits == 4 ? _mm256_loadu_si256((const __m256i *)p) : _mm256_setzero_si256();
-			for (int i = 0; i < 4; i++) {
+			UNROLL for (int i = 0; i < 4; i++) {
 				__m256 wv = bits == 4 ? nib4(v, 4 * h + i)
 				                      : _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(p + 32 * h + 8 * i))));
 				a[i] = _mm256_fmadd_ps(xv0, wv, a[i]);
 				b[i] = _mm256_fmadd_ps(xv1, wv, b[i]);
 			}
 		}
-		for (int i = 0; i < 4; i++) {
+		UNROLL for (int i = 0; i < 4; i++) {
 			_mm256_storeu_ps(acc0 + 32 * h + 8 * i, a[i]);
 			_mm256_storeu_ps(acc1 + 32 * h + 8 * i, b[i]);
 		}
@@ -144,44 +144,26 @@ T static void dec_blk4x2(const float *x0, const float *x1, const uint8_t *w, lon
 #define INT4_SHIFT 268435456.0f
 #define INT4_UNSHIFT (1.0f / 268435456.0f)
 
-// perm4 is the position in a 64-column int4 decode block of column c (see dec_blk4):
-// the block is an 8 × 8 transpose of the column order.
-static inline int perm4(int c) { return 8 * (c & 7) + (c >> 3); }
-
-// transpose64 writes dst[perm4(c)] = src[c]·mul for c < 64 (mul a power of two, so
-// the products are exact): the permutation of a whole decode block, 24 shuffles
-// instead of 64 scalar moves per group.
+// transpose64 writes dst[8·(c % 8) + c / 8] = src[c]·mul for c < 64 (mul a power of
+// two, so the products are exact): the int4 decode block's column order (see
+// dec_blk4), or back, in 24 shuffles.
 T static void transpose64(float *dst, const float *src, float mul) {
 	__m256 r[8], t[8];
-	for (int i = 0; i < 8; i++) r[i] = _mm256_loadu_ps(src + 8 * i);
-	for (int i = 0; i < 8; i += 2) {
+	UNROLL for (int i = 0; i < 8; i++) r[i] = _mm256_loadu_ps(src + 8 * i);
+	UNROLL for (int i = 0; i < 8; i += 2) {
 		t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
 		t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
 	}
-	for (int i = 0; i < 8; i += 4) {
+	UNROLL for (int i = 0; i < 8; i += 4) {
 		r[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
 		r[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
 		r[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
 		r[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
 	}
 	const __m256 m = _mm256_set1_ps(mul);
-	for (int i = 0; i < 4; i++) {
+	UNROLL for (int i = 0; i < 4; i++) {
 		_mm256_storeu_ps(dst + 8 * i, _mm256_mul_ps(_mm256_permute2f128_ps(r[i], r[i + 4], 0x20), m));
 		_mm256_storeu_ps(dst + 8 * (i + 4), _mm256_mul_ps(_mm256_permute2f128_ps(r[i], r[i + 4], 0x31), m));
-	}
-}
-
-// permute4 writes dst[(c & ~63) + perm4(c & 63)] = src[c]·mul for c < n, or the
-// inverse (dst[c] = src[...]) when inverse is set; a partial last block is done
-// element by element, and the padding of its permuted copy is left alone.
-T static void permute4(float *dst, const float *src, int n, float mul, int inverse) {
-	int cb = 0;
-	for (; cb + 64 <= n; cb += 64) transpose64(dst + cb, src + cb, mul); // a transpose is its own inverse
-	for (int c = cb; c < n; c++) {
-		if (inverse)
-			dst[c] = src[cb + perm4(c - cb)] * mul;
-		else
-			dst[cb + perm4(c - cb)] = src[c] * mul;
 	}
 }
 
@@ -194,70 +176,54 @@ T static void scale_acc(float *out, const float *acc, const float *s, int n) {
 	for (; j < n; j++) out[j] = fmaf(acc[j], s[j], out[j]);
 }
 
-// q_decode streams rows [k0, k1) of the weights once for up to DSG_DECODE_ROWS rows
-// of x: k blocks of KB rows over every column of [c0, c1), so each block reads
-// contiguous row segments; accumulators (acc), results (out) and permuted int4
-// scales (sperm) live in scratch.
-T static void q_decode(const float *x, long ldx, int M, const uint8_t *q, int bits, int N, const float *scale, int G,
-                       int k0, int k1, int c0, int c1, float *y, long ldy, float *scratch, int nh, long xhs) {
-	uint8_t tmp[KB * 64];
-	long rowbytes = bits == 8 ? N : N / 2;
-	int sw = c1 - c0, swp = (sw + 63) & ~63;
-	float *acc = scratch, *out = scratch + (long)M * swp, *sperm = scratch + 2L * M * swp;
-	memset(out, 0, sizeof(float) * swp * (size_t)M);
-	for (int g0 = k0; g0 < k1;) {
-		int g1 = (g0 / G + 1) * G;
-		if (g1 > k1) g1 = k1;
-		memset(acc, 0, sizeof(float) * swp * (size_t)M);
-		for (int kk = g0; kk < g1; kk += KB) {
-			int kb = g1 - kk < KB ? g1 - kk : KB;
-			for (int cb = 0; cb < sw; cb += 64) {
-				int nc = sw - cb < 64 ? sw - cb : 64;
-				long cbyte = bits == 8 ? c0 + cb : (c0 + cb) / 2;
-				const uint8_t *wp = q + (long)kk * rowbytes + cbyte;
-				long ldw = rowbytes;
-				// Prefetch the next block's rows at these columns (one line per row):
-				// the hardware prefetcher alone leaves the 16 interleaved row streams
-				// short of the memory bandwidth.
-				if (kk + KB < k1 && (bits == 8 || (cb & 64) == 0))
-					for (int k = 0; k < KB && kk + KB + k < k1; k++)
-						_mm_prefetch((const char *)(wp + (long)(KB + k) * rowbytes), _MM_HINT_T0);
-				if (nc < 64) {
-					int bw = bits == 8 ? 64 : 32, nb = bits == 8 ? nc : nc / 2;
-					memset(tmp, 0, (size_t)kb * bw);
-					for (int k = 0; k < kb; k++) memcpy(tmp + k * bw, wp + k * rowbytes, nb);
-					wp = tmp;
-					ldw = bw;
-				}
-				const float *xb = nh ? x + (long)((c0 + cb) / nh) * xhs : x;
+// store_panel writes columns [lo, hi) of a 64-column panel starting at column cb
+// from out (64 floats; int4: in the decode kernel's transposed order, undone here
+// through tmp) to y, whose first column is c0.
+T static void store_panel(int bits, const float *out, int cb, int lo, int hi, int c0, float *y, float *tmp) {
+	if (bits == 4) {
+		transpose64(tmp, out, 1.0f); // a transpose is its own inverse
+		out = tmp;
+	}
+	memcpy(y + lo - c0, out + lo - cb, sizeof(float) * (size_t)(hi - lo));
+}
+
+// q_decode reads each panel of [c0, c1) once for up to DSG_DECODE_ROWS rows of x, down
+// rows [k0, k1) in blocks of KB: one sequential stream per panel. Accumulators (acc),
+// results (out) and the permuted int4 scales (sperm) are 64 columns per row of x, in
+// scratch, and stay in L1; each block of KB weight rows (4 KiB for int8) is read from
+// memory once and from L1 by every further pair of rows of x.
+T static void q_decode(const float *x, long ldx, int M, const uint8_t *q, int bits, int K, const float *scale,
+                       long ldsc, int G, int k0, int k1, int c0, int c1, float *y, long ldy, float *scratch, int nh,
+                       long xhs) {
+	int pb = bits == 8 ? 64 : 32;
+	float *acc = scratch, *out = scratch + 64L * M, *sperm = scratch + 128L * M;
+	for (int cb = c0 & ~63; cb < c1; cb += 64) {
+		const uint8_t *pan = q + (long)(cb / 64) * K * pb;
+		const float *xb = nh ? x + (long)(cb / nh) * xhs : x;
+		memset(out, 0, sizeof(float) * 64 * (size_t)M);
+		for (int g0 = k0; g0 < k1;) {
+			int g1 = (g0 / G + 1) * G;
+			if (g1 > k1) g1 = k1;
+			memset(acc, 0, sizeof(float) * 64 * (size_t)M);
+			for (int kk = g0; kk < g1; kk += KB) {
+				int kb = g1 - kk < KB ? g1 - kk : KB;
+				const uint8_t *wp = pan + (long)kk * pb;
 				int m = 0;
 				for (; m + 1 < M; m += 2)
-					(bits == 8 ? dec_blk8x2 : dec_blk4x2)(xb + m * ldx + kk, xb + (m + 1) * ldx + kk, wp, ldw, kb,
-					                                      acc + (long)m * swp + cb, acc + (long)(m + 1) * swp + cb);
-				for (; m < M; m++) {
-					if (bits == 8)
-						dec_blk8(xb + m * ldx + kk, wp, ldw, kb, acc + (long)m * swp + cb);
-					else
-						dec_blk4(xb + m * ldx + kk, wp, ldw, kb, acc + (long)m * swp + cb);
-				}
+					(bits == 8 ? dec_blk8x2 : dec_blk4x2)(xb + m * ldx + kk, xb + (m + 1) * ldx + kk, wp, pb, kb,
+					                                      acc + 64L * m, acc + 64L * (m + 1));
+				for (; m < M; m++) (bits == 8 ? dec_blk8 : dec_blk4)(xb + m * ldx + kk, wp, pb, kb, acc + 64L * m);
 			}
+			const float *sg = scale + (long)(g0 / G) * ldsc + cb;
+			if (bits == 4) {
+				transpose64(sperm, sg, INT4_UNSHIFT);
+				sg = sperm;
+			}
+			for (int m = 0; m < M; m++) scale_acc(out + 64L * m, acc + 64L * m, sg, 64);
+			g0 = g1;
 		}
-		const float *sg = scale + (long)(g0 / G) * N + c0;
-		if (bits == 4) {
-			if (sw != swp) memset(sperm + (sw & ~63), 0, sizeof(float) * 64);
-			permute4(sperm, sg, sw, INT4_UNSHIFT, 0);
-			for (int m = 0; m < M; m++) scale_acc(out + (long)m * swp, acc + (long)m * swp, sperm, swp);
-		} else {
-			for (int m = 0; m < M; m++) scale_acc(out + (long)m * swp, acc + (long)m * swp, sg, sw);
-		}
-		g0 = g1;
-	}
-	for (int m = 0; m < M; m++) {
-		float *yr = y + m * ldy, *o = out + (long)m * swp;
-		if (bits == 4)
-			permute4(yr, o, sw, 1.0f, 1);
-		else
-			memcpy(yr, o, sizeof(float) * sw);
+		int lo = cb < c0 ? c0 : cb, hi = cb + 64 < c1 ? cb + 64 : c1;
+		for (int m = 0; m < M; m++) store_panel(bits, out + 64L * m, cb, lo, hi, c0, y + m * ldy, sperm);
 	}
 }
 
@@ -267,7 +233,7 @@ T static void q_decode(const float *x, long ldx, int M, const uint8_t *q, int bi
 T static AI void micro(int R, const float *x, long ldx, const float *wb, int kc, float *acc, int first, int last,
                        float *out, const float *s) {
 	__m256 a[6][2];
-	for (int r = 0; r < R; r++) {
+	UNROLL for (int r = 0; r < R; r++) {
 		if (first) {
 			a[r][0] = _mm256_setzero_ps();
 			a[r][1] = _mm256_setzero_ps();
@@ -278,7 +244,7 @@ T static AI void micro(int R, const float *x, long ldx, const float *wb, int kc,
 	}
 	for (int k = 0; k < kc; k++) {
 		__m256 w0 = _mm256_load_ps(wb + k * 64), w1 = _mm256_load_ps(wb + k * 64 + 8);
-		for (int r = 0; r < R; r++) {
+		UNROLL for (int r = 0; r < R; r++) {
 			__m256 xv = _mm256_broadcast_ss(x + r * ldx + k);
 			a[r][0] = _mm256_fmadd_ps(xv, w0, a[r][0]);
 			a[r][1] = _mm256_fmadd_ps(xv, w1, a[r][1]);
@@ -286,12 +252,12 @@ T static AI void micro(int R, const float *x, long ldx, const float *wb, int kc,
 	}
 	if (last) {
 		__m256 s0 = _mm256_loadu_ps(s), s1 = _mm256_loadu_ps(s + 8);
-		for (int r = 0; r < R; r++) {
+		UNROLL for (int r = 0; r < R; r++) {
 			_mm256_storeu_ps(out + r * 64, _mm256_fmadd_ps(a[r][0], s0, _mm256_loadu_ps(out + r * 64)));
 			_mm256_storeu_ps(out + r * 64 + 8, _mm256_fmadd_ps(a[r][1], s1, _mm256_loadu_ps(out + r * 64 + 8)));
 		}
 	} else {
-		for (int r = 0; r < R; r++) {
+		UNROLL for (int r = 0; r < R; r++) {
 			_mm256_storeu_ps(acc + r * 64, a[r][0]);
 			_mm256_storeu_ps(acc + r * 64 + 8, a[r][1]);
 		}
@@ -310,70 +276,61 @@ T static void micro_n(int R, const float *x, long ldx, const float *wb, int kc, 
 	}
 }
 
-// q_gemm: per 64-column block, per group, per chunk of KC rows: dequantize the chunk
-// once into wbuf, then run every row tile of 6 over it.
-T static void q_gemm(const float *x, long ldx, int M, const uint8_t *q, int bits, int N, const float *scale, int G,
-                     int k0, int k1, int c0, int c1, float *y, long ldy, float *scratch, int nh, long xhs) {
+// q_gemm: per panel, per group, per chunk of KC rows: dequantize the chunk once into
+// wbuf, then run every row tile of 6 over it.
+T static void q_gemm(const float *x, long ldx, int M, const uint8_t *q, int bits, int K, const float *scale, long ldsc,
+                     int G, int k0, int k1, int c0, int c1, float *y, long ldy, float *scratch, int nh, long xhs) {
 	float wbuf[KC * 64] __attribute__((aligned(32)));
 	float spad[64] __attribute__((aligned(32)));
-	uint8_t tmp[64];
-	float *accb = scratch, *outb = scratch + (long)M * 64;
-	long rowbytes = bits == 8 ? N : N / 2;
-	for (int cb = c0; cb < c1; cb += 64) {
-		int nc = c1 - cb < 64 ? c1 - cb : 64;
-		long cbyte = bits == 8 ? cb : cb / 2;
+	int pb = bits == 8 ? 64 : 32;
+	float *accb = scratch, *outb = scratch + 64L * M;
+	for (int cb = c0 & ~63; cb < c1; cb += 64) {
+		const uint8_t *pan = q + (long)(cb / 64) * K * pb;
 		const float *xb = nh ? x + (long)(cb / nh) * xhs : x;
 		memset(outb, 0, sizeof(float) * 64 * (size_t)M);
 		for (int g0 = k0; g0 < k1;) {
 			int g1 = (g0 / G + 1) * G;
 			if (g1 > k1) g1 = k1;
-			memset(spad, 0, sizeof spad);
-			memcpy(spad, scale + (long)(g0 / G) * N + cb, sizeof(float) * nc);
-			if (bits == 4)
-				for (int j = 0; j < nc; j++) spad[j] *= INT4_UNSHIFT;
-			for (int k0 = g0; k0 < g1; k0 += KC) {
-				int kc = g1 - k0 < KC ? g1 - k0 : KC;
+			const float *sg = scale + (long)(g0 / G) * ldsc + cb;
+			for (int j = 0; j < 64; j++) spad[j] = bits == 4 ? sg[j] * INT4_UNSHIFT : sg[j];
+			for (int kc0 = g0; kc0 < g1; kc0 += KC) {
+				int kc = g1 - kc0 < KC ? g1 - kc0 : KC;
 				for (int k = 0; k < kc; k++) {
-					const uint8_t *src = q + (long)(k0 + k) * rowbytes + cbyte;
-					if (nc < 64) {
-						int nb = bits == 8 ? nc : nc / 2;
-						memset(tmp, 0, sizeof tmp);
-						memcpy(tmp, src, nb);
-						src = tmp;
-					}
+					const uint8_t *src = pan + (long)(kc0 + k) * pb;
 					__m256 wv[8];
 					if (bits == 8) {
 						ld64_i8(src, wv);
 					} else {
 						ld64_i4(src, wv);
-						for (int i = 0; i < 8; i++) wv[i] = _mm256_mul_ps(wv[i], _mm256_set1_ps(INT4_SHIFT));
+						UNROLL for (int i = 0; i < 8; i++) wv[i] = _mm256_mul_ps(wv[i], _mm256_set1_ps(INT4_SHIFT));
 					}
-					for (int i = 0; i < 8; i++) _mm256_store_ps(wbuf + k * 64 + 8 * i, wv[i]);
+					UNROLL for (int i = 0; i < 8; i++) _mm256_store_ps(wbuf + k * 64 + 8 * i, wv[i]);
 				}
-				int first = k0 == g0, last = k0 + kc == g1;
+				int first = kc0 == g0, last = kc0 + kc == g1;
 				// Row tiles of at most 6, balanced (8 rows: 4 + 4) so that every tile
 				// has enough independent FMA chains.
 				int tiles = (M + 5) / 6;
 				for (int t = 0, m0 = 0; t < tiles; t++) {
 					int R = (M - m0 + (tiles - t) - 1) / (tiles - t);
 					for (int cs = 0; cs < 64; cs += 16)
-						micro_n(R, xb + m0 * ldx + k0, ldx, wbuf + cs, kc, accb + (long)m0 * 64 + cs, first, last,
-						        outb + (long)m0 * 64 + cs, spad + cs);
+						micro_n(R, xb + m0 * ldx + kc0, ldx, wbuf + cs, kc, accb + 64L * m0 + cs, first, last,
+						        outb + 64L * m0 + cs, spad + cs);
 					m0 += R;
 				}
 			}
 			g0 = g1;
 		}
-		for (int m = 0; m < M; m++) memcpy(y + m * ldy + (cb - c0), outb + (long)m * 64, sizeof(float) * nc);
+		int lo = cb < c0 ? c0 : cb, hi = cb + 64 < c1 ? cb + 64 : c1;
+		for (int m = 0; m < M; m++) memcpy(y + m * ldy + lo - c0, outb + 64L * m + lo - cb, sizeof(float) * (size_t)(hi - lo));
 	}
 }
 
-void dsg_qlinear_avx2(const float *x, long ldx, int M, const void *q, int bits, int N, const float *scale, int G,
-                      int k0, int k1, int c0, int c1, float *y, long ldy, float *scratch, int nh, long xhs) {
+void dsg_qlinear_avx2(const float *x, long ldx, int M, const void *q, int bits, int K, const float *scale, long ldsc,
+                      int G, int k0, int k1, int c0, int c1, float *y, long ldy, float *scratch, int nh, long xhs) {
 	if (M <= DSG_DECODE_ROWS)
-		q_decode(x, ldx, M, (const uint8_t *)q, bits, N, scale, G, k0, k1, c0, c1, y, ldy, scratch, nh, xhs);
+		q_decode(x, ldx, M, (const uint8_t *)q, bits, K, scale, ldsc, G, k0, k1, c0, c1, y, ldy, scratch, nh, xhs);
 	else
-		q_gemm(x, ldx, M, (const uint8_t *)q, bits, N, scale, G, k0, k1, c0, c1, y, ldy, scratch, nh, xhs);
+		q_gemm(x, ldx, M, (const uint8_t *)q, bits, K, scale, ldsc, G, k0, k1, c0, c1, y, ldy, scratch, nh, xhs);
 }
 
 // ld8 loads 8 weights of a dense row as floats.
@@ -404,19 +361,19 @@ T static AI float hsum8(__m256 v) {
 T static AI void dtile(int R, int NR, const float *x, long ldx, int K, const void *w, int bits, long n, float *y,
                        long ldy) {
 	__m256 a[2][4];
-	for (int r = 0; r < R; r++)
-		for (int c = 0; c < NR; c++) a[r][c] = _mm256_setzero_ps();
+	UNROLL for (int r = 0; r < R; r++)
+		UNROLL for (int c = 0; c < NR; c++) a[r][c] = _mm256_setzero_ps();
 	int K8 = K & ~7;
 	for (int k = 0; k < K8; k += 8) {
 		__m256 xv[2];
-		for (int r = 0; r < R; r++) xv[r] = _mm256_loadu_ps(x + r * ldx + k);
-		for (int c = 0; c < NR; c++) {
+		UNROLL for (int r = 0; r < R; r++) xv[r] = _mm256_loadu_ps(x + r * ldx + k);
+		UNROLL for (int c = 0; c < NR; c++) {
 			__m256 wv = ld8(w, (n + c) * (long)K + k, bits);
-			for (int r = 0; r < R; r++) a[r][c] = _mm256_fmadd_ps(xv[r], wv, a[r][c]);
+			UNROLL for (int r = 0; r < R; r++) a[r][c] = _mm256_fmadd_ps(xv[r], wv, a[r][c]);
 		}
 	}
-	for (int r = 0; r < R; r++)
-		for (int c = 0; c < NR; c++) {
+	UNROLL for (int r = 0; r < R; r++)
+		UNROLL for (int c = 0; c < NR; c++) {
 			float t = 0;
 			for (int k = K8; k < K; k++) t = fmaf(x[r * ldx + k], wat(w, (n + c) * (long)K + k, bits), t);
 			y[r * ldy + c] = hsum8(a[r][c]) + t;
@@ -494,28 +451,28 @@ T static void mla_out(int nh, const float *p, int nt, const float *cache, long w
 	for (; d0 + 32 <= lc; d0 += 32) {
 		if (nh == 2) {
 			__m256 a[2][4];
-			for (int h = 0; h < 2; h++)
-				for (int c = 0; c < 4; c++) a[h][c] = _mm256_setzero_ps();
+			UNROLL for (int h = 0; h < 2; h++)
+				UNROLL for (int c = 0; c < 4; c++) a[h][c] = _mm256_setzero_ps();
 			for (int t = 0; t < nt; t++) {
 				const float *row = cache + (long)slots[t] * width + d0;
 				__m256 w0 = _mm256_broadcast_ss(p + t), w1 = _mm256_broadcast_ss(p + nt + t);
-				for (int c = 0; c < 4; c++) {
+				UNROLL for (int c = 0; c < 4; c++) {
 					__m256 v = _mm256_loadu_ps(row + 8 * c);
 					a[0][c] = _mm256_fmadd_ps(w0, v, a[0][c]);
 					a[1][c] = _mm256_fmadd_ps(w1, v, a[1][c]);
 				}
 			}
-			for (int h = 0; h < 2; h++)
-				for (int c = 0; c < 4; c++) _mm256_storeu_ps(o[h] + d0 + 8 * c, a[h][c]);
+			UNROLL for (int h = 0; h < 2; h++)
+				UNROLL for (int c = 0; c < 4; c++) _mm256_storeu_ps(o[h] + d0 + 8 * c, a[h][c]);
 		} else {
 			__m256 a[4];
-			for (int c = 0; c < 4; c++) a[c] = _mm256_setzero_ps();
+			UNROLL for (int c = 0; c < 4; c++) a[c] = _mm256_setzero_ps();
 			for (int t = 0; t < nt; t++) {
 				const float *row = cache + (long)slots[t] * width + d0;
 				__m256 w0 = _mm256_broadcast_ss(p + t);
-				for (int c = 0; c < 4; c++) a[c] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(row + 8 * c), a[c]);
+				UNROLL for (int c = 0; c < 4; c++) a[c] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(row + 8 * c), a[c]);
 			}
-			for (int c = 0; c < 4; c++) _mm256_storeu_ps(o[0] + d0 + 8 * c, a[c]);
+			UNROLL for (int c = 0; c < 4; c++) _mm256_storeu_ps(o[0] + d0 + 8 * c, a[c]);
 		}
 	}
 	for (int h = 0; h < nh; h++)
@@ -593,9 +550,9 @@ T static float peak_avx2(long iters) {
 	return hsum8(s);
 }
 #else
-void dsg_qlinear_avx2(const float *x, long ldx, int M, const void *q, int bits, int N, const float *scale, int G,
-                      int k0, int k1, int c0, int c1, float *y, long ldy, float *scratch, int nh, long xhs) {
-	(void)nh; (void)xhs; (void)x; (void)ldx; (void)M; (void)k0; (void)k1; (void)q; (void)bits; (void)N; (void)scale; (void)G;
+void dsg_qlinear_avx2(const float *x, long ldx, int M, const void *q, int bits, int K, const float *scale, long ldsc,
+                      int G, int k0, int k1, int c0, int c1, float *y, long ldy, float *scratch, int nh, long xhs) {
+	(void)nh; (void)xhs; (void)x; (void)ldx; (void)M; (void)k0; (void)k1; (void)q; (void)bits; (void)K; (void)scale; (void)ldsc; (void)G;
 	(void)c0; (void)c1; (void)y; (void)ldy; (void)scratch;
 }
 void dsg_mla_avx2(const float *qa, long ldqa, const float *qp, long ldqp, int M, int pos0, int h0, int h1, int lc,

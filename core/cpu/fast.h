@@ -8,6 +8,11 @@
 #define DSGATE_CPU_FAST_H
 #include <stdint.h>
 
+// UNROLL marks the loops over arrays of vector registers in the kernels: GCC keeps
+// such an array in memory, with a store per iteration of the hot loop, unless the
+// loops over it are unrolled completely (KERNELS.md "Register arrays").
+#define UNROLL _Pragma("GCC unroll 16")
+
 #define DSG_ISA_GENERIC 0
 #define DSG_ISA_AVX2 2
 #define DSG_ISA_AVX512 3
@@ -15,23 +20,28 @@
 // dsg_detect_isa returns the best ISA level of the running CPU.
 int dsg_detect_isa(void);
 
-// Quantized linear over input rows [k0, k1) and output columns [c0, c1) of a
-// weight-only int8 (bits 8, q is (K, N) bytes) or int4 (bits 4, q is (K, N/8)
-// little-endian words, low nibble first) matrix with scales (ceil(K/G), N) (G == K:
-// per channel). Row m of x starts at x + m*ldx (x[m*ldx + k] is input k); output
-// column c of row m is y[m*ldy + c - c0]. Per element it computes, for every
-// sub-group [a, b) = group ∩ [k0, k1) in k order, acc = fma chain over k in [a, b)
-// from 0 and out = fma(acc, scale, out) from 0. For M <= DSG_DECODE_ROWS the streaming
-// decode kernel runs (scratch: (2M+1)·round64(c1-c0) floats), else the GEMM kernel
-// (scratch: 2·M·64 floats); both give the same bits. c0 must be a multiple of 8 for
-// int4. With nh > 0 the weight is a HeadLinear's: output column c reads its inputs at
-// x + (c / nh)·xhs (the head's slice of each row of x); nh is then a multiple of 64,
-// so that no 64-column block spans two heads. nh = 0: every column reads x.
+// Quantized weights come in panels (packed by core/cpu at load; KERNELS.md "Panels"):
+// panel p holds output columns [64p, 64p+64) for all K input rows, row k at
+// q + (p·K + k)·PB bytes, where PB is 64 for int8 (one byte per column) and 32 for
+// int4 (8 little-endian words, low nibble first: the bytes of that segment of a (K, N)
+// checkpoint row); columns past N are zero. Scales are ceil(K/G) rows of ldsc floats
+// (ldsc: N rounded up to 64, zero past N), G == K or more: per channel.
+//
+// Quantized linear over input rows [k0, k1) and output columns [c0, c1) (any
+// 0 <= c0 < c1 <= N; whole panels are computed): row m of x starts at x + m*ldx
+// (x[m*ldx + k] is input k); output column c of row m is y[m*ldy + c - c0]. Per
+// element it computes, for every sub-group [a, b) = group ∩ [k0, k1) in k order,
+// acc = fma chain over k in [a, b) from 0 and out = fma(acc, scale, out) from 0. For
+// M <= DSG_DECODE_ROWS the streaming decode kernel runs, else the GEMM kernel; both
+// give the same bits. scratch: (2M+1)·64 floats. With nh > 0 the weight is a
+// HeadLinear's: output column c reads its inputs at x + (c / nh)·xhs (the head's slice
+// of each row of x); nh and c0 are then multiples of 64, so that no panel spans two
+// heads. nh = 0: every column reads x.
 #ifndef DSG_DECODE_ROWS
 #define DSG_DECODE_ROWS 8
 #endif
-void dsg_qlinear_avx2(const float *x, long ldx, int M, const void *q, int bits, int N, const float *scale, int G,
-                      int k0, int k1, int c0, int c1, float *y, long ldy, float *scratch, int nh, long xhs);
+void dsg_qlinear_avx2(const float *x, long ldx, int M, const void *q, int bits, int K, const float *scale, long ldsc,
+                      int G, int k0, int k1, int c0, int c1, float *y, long ldy, float *scratch, int nh, long xhs);
 
 // Dense linear over output rows [n0, n1) of W (N, K) in f32 (bits 32) or bf16
 // (bits 16): y[m*ldy + n - n0] = dot(x_m, W_n) with 8-lane partial sums over k
@@ -58,13 +68,14 @@ void dsg_quant_act(const float *x, long ldx, int M, int k0, int k1, int B, int8_
 // dsg_q4a8_avx2 is dsg_qlinear_avx2 for int4 weights with activations quantized by
 // dsg_quant_act (same B, k0, k1): per element and block, an exact integer dot product
 // of q_x and q_w (vpmaddubsw on q_w + 8, corrected by 8·sum q_x), then
-// out = fma(float(dot)·w_scale, x_scale, out) in block order from 0. G is a multiple
-// of B, or G >= k1. k0 is a multiple of B, c0 of 8. scratch: (2M+1)·round64(c1-c0)
-// 4-byte words. nh and xhs as for dsg_qlinear_avx2 (xhs then a multiple of B: xq, xs
-// and xsum hold every head's slice, quantized as one row).
+// out = fma(float(dot)·w_scale, x_scale, out) in block order from 0. q and scale are
+// int4 panels as for dsg_qlinear_avx2. G is a multiple of B, or G >= k1. k0 is a
+// multiple of B. scratch: 2M·64 4-byte words. nh and xhs as for dsg_qlinear_avx2
+// (xhs then a multiple of B: xq, xs and xsum hold every head's slice, quantized as one
+// row).
 void dsg_q4a8_avx2(const int8_t *xq, long ldxq, const float *xs, const int32_t *xsum, long ldxs, int M,
-                   const void *q, int N, const float *scale, int G, int B, int k0, int k1, int c0, int c1, float *y,
-                   long ldy, void *scratch, int nh, long xhs);
+                   const void *q, int K, const float *scale, long ldsc, int G, int B, int k0, int k1, int c0, int c1,
+                   float *y, long ldy, void *scratch, int nh, long xhs);
 
 // dsg_stream_read sums n floats (n a multiple of 64) with 8-wide vectors: a
 // memory-bandwidth probe. dsg_peak_fma runs iters rounds of 12 independent 8-wide FMA

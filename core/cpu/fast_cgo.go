@@ -29,62 +29,53 @@ const decodeRows = int(C.DSG_DECODE_ROWS)
 // detectISA returns the best level the running CPU supports.
 func detectISA() int { return int(C.dsg_detect_isa()) }
 
-// fastKernel computes out[:, 0:n1-n0] = x[:, xc0:xc0+K] · W[n0:n1]ᵀ with the AVX2
-// kernels and reports true, or reports false when it has no fast path for this
-// weight (the caller then runs linearKernel). Shapes were checked by the caller.
-func fastKernel(isa int, actq bool, o, x *backend.HostTensor, w *backend.HostWeight, n0, n1, xc0 int) bool {
+// fastKernel computes out[:, 0:n1-n0] = x[:, xc0:xc0+K] · W[n0:n1]ᵀ for a dense (F32 or
+// BF16) weight with the AVX2 kernel and reports true, or reports false when it has no
+// fast path for this weight (the caller then runs linearKernel). Shapes were checked
+// by the caller.
+func fastKernel(isa int, o, x *backend.HostTensor, w *backend.HostWeight, n0, n1, xc0 int) bool {
 	if isa < isaAVX2 {
+		return false
+	}
+	var wp unsafe.Pointer
+	bits := 32
+	switch w.DType {
+	case backend.F32:
+		wp = unsafe.Pointer(&w.F32[0])
+	case backend.BF16:
+		wp, bits = unsafe.Pointer(&w.BF16[0]), 16
+	default:
 		return false
 	}
 	if x.R == 0 || n1 <= n0 {
 		return true
 	}
-	xp := fptr(x.Data, x.Off+xc0)
-	yp := fptr(o.Data, o.Off)
-	switch w.DType {
-	case backend.F32:
-		C.dsg_dlinear_avx2(xp, C.long(x.Stride), C.int(x.R), C.int(w.K), unsafe.Pointer(&w.F32[0]), 32,
-			C.int(n0), C.int(n1), yp, C.long(o.Stride))
-	case backend.BF16:
-		C.dsg_dlinear_avx2(xp, C.long(x.Stride), C.int(x.R), C.int(w.K), unsafe.Pointer(&w.BF16[0]), 16,
-			C.int(n0), C.int(n1), yp, C.long(o.Stride))
-	case backend.I8, backend.I4:
-		if w.DType == backend.I4 && n0%8 != 0 {
-			return false
-		}
-		qKernel(o, x, w, 0, w.K, n0, n1, xc0, actq)
-	default:
-		return false
-	}
+	C.dsg_dlinear_avx2(fptr(x.Data, x.Off+xc0), C.long(x.Stride), C.int(x.R), C.int(w.K), wp, C.int(bits),
+		C.int(n0), C.int(n1), fptr(o.Data, o.Off), C.long(o.Stride))
 	return true
 }
 
-// qKernel computes, over input rows [k0, k1) of a quantized weight, out[:, 0:n1-n0] =
-// x[:, xc0+k0:xc0+k1] · W[n0:n1, k0:k1]ᵀ (fast.h gives the exact arithmetic). n0 is a
-// multiple of 8 for int4; x has at least one row. With actq, int4 weights whose groups
-// fit (actBlock) run on int8 activations and integer dot products.
-func qKernel(o, x *backend.HostTensor, w *backend.HostWeight, k0, k1, n0, n1, xc0 int, actq bool) {
-	if B := actBlock(w); actq && B > 0 {
+// qKernel computes, over input rows [k0, k1) of a packed weight, out[:, 0:n1-n0] =
+// x[:, xc0+k0:xc0+k1] · W[n0:n1, k0:k1]ᵀ (fast.h gives the exact arithmetic). x has at
+// least one row. With actq, int4 weights whose groups fit (actBlock) run on int8
+// activations and integer dot products.
+func qKernel(o, x *backend.HostTensor, w *qweight, k0, k1, n0, n1, xc0 int, actq bool) {
+	if B := actBlock(w.h); actq && B > 0 {
 		q4a8Kernel(o, x, w, B, k0, k1, n0, n1, xc0, 0)
 		return
 	}
 	qlinear(o, x, w, k0, k1, n0, n1, xc0, 0)
 }
 
-// fastHeadKernel computes output columns [n0, n1) (whole heads of nh columns, nh a
-// multiple of 64) of HeadLinear with a quantized weight in one streaming pass: each
-// row of the (K, N) weight holds every head's columns side by side, so one pass over
-// the rows' segments reads contiguous bytes, where one call per head would read nh
-// columns of every row at an N-column stride. It reports false (the caller then runs
-// one head at a time) for other weights, and with actq for int4 whose K is not a
-// whole number of activation blocks (a head's blocks must not reach into the next
-// head's slice). Same arithmetic per element as one call per head.
-func fastHeadKernel(isa int, actq bool, o, x *backend.HostTensor, w *backend.HostWeight, n0, n1, nh int) bool {
-	if isa < isaAVX2 || (w.DType != backend.I8 && w.DType != backend.I4) || nh%64 != 0 {
-		return false
-	}
-	B := actBlock(w)
-	if actq && B > 0 && w.K%B != 0 {
+// qHeadPass computes output columns [n0, n1) (whole heads of nh columns, nh a multiple
+// of 64) of HeadLinear with a packed weight in one pass over their panels, each panel
+// reading its head's slice of x, and reports true. With actq it reports false (the
+// caller then runs one head at a time) for int4 whose K is not a whole number of
+// activation blocks: a head's blocks must not reach into the next head's slice. Same
+// arithmetic per element as one call per head.
+func qHeadPass(o, x *backend.HostTensor, w *qweight, actq bool, n0, n1, nh int) bool {
+	B := actBlock(w.h)
+	if actq && B > 0 && w.h.K%B != 0 {
 		return false
 	}
 	if x.R == 0 || n1 <= n0 {
@@ -92,9 +83,9 @@ func fastHeadKernel(isa int, actq bool, o, x *backend.HostTensor, w *backend.Hos
 	}
 	if actq && B > 0 {
 		// Only these heads' slices of x are quantized: [n0/nh·K, n1/nh·K).
-		q4a8Kernel(o, x, w, B, n0/nh*w.K, n1/nh*w.K, n0, n1, 0, nh)
+		q4a8Kernel(o, x, w, B, n0/nh*w.h.K, n1/nh*w.h.K, n0, n1, 0, nh)
 	} else {
-		qlinear(o, x, w, 0, w.K, n0, n1, 0, nh)
+		qlinear(o, x, w, 0, w.h.K, n0, n1, 0, nh)
 	}
 	return true
 }
@@ -109,25 +100,17 @@ func groupOf(w *backend.HostWeight) int {
 
 // qlinear runs dsg_qlinear_avx2 over input rows [k0, k1) and output columns [n0, n1)
 // (fast.h; nh > 0: HeadLinear heads of nh columns, x's head slices K apart).
-func qlinear(o, x *backend.HostTensor, w *backend.HostWeight, k0, k1, n0, n1, xc0, nh int) {
-	bits := 8
-	if w.DType == backend.I4 {
-		bits = 4
-	}
-	n := 2 * x.R * 64
-	if x.R <= decodeRows {
-		n = (2*x.R + 1) * ((n1 - n0 + 63) &^ 63)
-	}
-	scratch := make([]float32, n)
-	C.dsg_qlinear_avx2(fptr(x.Data, x.Off+xc0), C.long(x.Stride), C.int(x.R), unsafe.Pointer(&w.Q[0]), C.int(bits), C.int(w.N),
-		(*C.float)(unsafe.Pointer(&w.Scale[0])), C.int(groupOf(w)), C.int(k0), C.int(k1), C.int(n0), C.int(n1), fptr(o.Data, o.Off),
-		C.long(o.Stride), fptr(scratch, 0), C.int(nh), C.long(w.K))
+func qlinear(o, x *backend.HostTensor, w *qweight, k0, k1, n0, n1, xc0, nh int) {
+	scratch := make([]float32, (2*x.R+1)*panelCols)
+	C.dsg_qlinear_avx2(fptr(x.Data, x.Off+xc0), C.long(x.Stride), C.int(x.R), unsafe.Pointer(&w.panels[0]), C.int(w.bits()),
+		C.int(w.h.K), (*C.float)(unsafe.Pointer(&w.scale[0])), C.long(w.ldsc), C.int(groupOf(w.h)), C.int(k0), C.int(k1),
+		C.int(n0), C.int(n1), fptr(o.Data, o.Off), C.long(o.Stride), fptr(scratch, 0), C.int(nh), C.long(w.h.K))
 }
 
 // q4a8Kernel quantizes x's rows over [k0, k1) to int8 in blocks of B and runs the
 // int4 × int8 kernel (fast.h "Quantized activations") over those inputs, or, with
 // nh > 0, over every head of nh columns in [n0, n1), whose slices [k0, k1) covers.
-func q4a8Kernel(o, x *backend.HostTensor, w *backend.HostWeight, B, k0, k1, n0, n1, xc0, nh int) {
+func q4a8Kernel(o, x *backend.HostTensor, w *qweight, B, k0, k1, n0, n1, xc0, nh int) {
 	M := x.R
 	ldq := (k1 + 64) &^ 63 // room for the zero after an odd k1
 	nb := (k1 + B - 1) / B
@@ -138,13 +121,13 @@ func q4a8Kernel(o, x *backend.HostTensor, w *backend.HostWeight, B, k0, k1, n0, 
 		(*C.int8_t)(unsafe.Pointer(&xq[0])), C.long(ldq), fptr(xs, 0), (*C.int32_t)(unsafe.Pointer(&xsum[0])), C.long(nb))
 	kk0, kk1 := k0, k1
 	if nh > 0 {
-		kk0, kk1 = 0, w.K // the k range within each head
+		kk0, kk1 = 0, w.h.K // the k range within each head
 	}
-	scratch := make([]float32, (2*M+1)*((n1-n0+63)&^63))
+	scratch := make([]int32, 2*M*panelCols)
 	C.dsg_q4a8_avx2((*C.int8_t)(unsafe.Pointer(&xq[0])), C.long(ldq), fptr(xs, 0), (*C.int32_t)(unsafe.Pointer(&xsum[0])), C.long(nb),
-		C.int(M), unsafe.Pointer(&w.Q[0]), C.int(w.N), (*C.float)(unsafe.Pointer(&w.Scale[0])), C.int(groupOf(w)), C.int(B),
-		C.int(kk0), C.int(kk1), C.int(n0), C.int(n1), fptr(o.Data, o.Off), C.long(o.Stride), unsafe.Pointer(&scratch[0]),
-		C.int(nh), C.long(w.K))
+		C.int(M), unsafe.Pointer(&w.panels[0]), C.int(w.h.K), (*C.float)(unsafe.Pointer(&w.scale[0])), C.long(w.ldsc),
+		C.int(groupOf(w.h)), C.int(B), C.int(kk0), C.int(kk1), C.int(n0), C.int(n1), fptr(o.Data, o.Off), C.long(o.Stride),
+		unsafe.Pointer(&scratch[0]), C.int(nh), C.long(w.h.K))
 }
 
 // mlaFast runs absorbed attention for one sequence and heads [h0, h1) with the AVX2

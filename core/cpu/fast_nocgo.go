@@ -16,18 +16,18 @@ const decodeRows = 8
 func detectISA() int { return isaGeneric }
 
 // fastKernel has no fast path without cgo.
-func fastKernel(isa int, actq bool, o, x *backend.HostTensor, w *backend.HostWeight, n0, n1, xc0 int) bool {
+func fastKernel(isa int, o, x *backend.HostTensor, w *backend.HostWeight, n0, n1, xc0 int) bool {
 	return false
 }
 
-// fastHeadKernel has no fast path without cgo.
-func fastHeadKernel(isa int, actq bool, o, x *backend.HostTensor, w *backend.HostWeight, n0, n1, nh int) bool {
-	return false
+// qKernel and qHeadPass are never called without cgo: the ISA is generic there, so
+// LoadWeight never packs a weight.
+func qKernel(o, x *backend.HostTensor, w *qweight, k0, k1, n0, n1, xc0 int, actq bool) {
+	panic("cpu: packed weight without cgo")
 }
 
-// qKernel is never called without cgo (fastKernel reports false first).
-func qKernel(o, x *backend.HostTensor, w *backend.HostWeight, k0, k1, n0, n1, xc0 int, actq bool) {
-	linearKernel(o, x, w, n0, n1, xc0)
+func qHeadPass(o, x *backend.HostTensor, w *qweight, actq bool, n0, n1, nh int) bool {
+	panic("cpu: packed weight without cgo")
 }
 
 // mlaFast is never called without cgo (the ISA is generic); it runs the portable kernel.

@@ -77,7 +77,7 @@ func checkLinear(t *testing.T, cb *Backend, hw *backend.HostWeight, m int, r *ra
 		}
 	}
 	want, _ := backend.NewHostTensor(m, hw.N)
-	if err := ref.Linear(want, x, w); err != nil {
+	if err := ref.Linear(want, x, hostRef(hw)); err != nil {
 		t.Fatal(err)
 	}
 	got := read(t, cb, y)
@@ -180,7 +180,7 @@ func TestFastHeadLinearHeads(t *testing.T) {
 				checkGuard(t, yp, m, tc.heads*tc.n)
 				for h := 0; h < tc.heads; h++ {
 					one, _ := backend.NewHostTensor(m, tc.n)
-					cb.linear(one, x, hw, h*tc.n, (h+1)*tc.n, h*tc.k)
+					qKernel(one, x, w.(*qweight), 0, tc.k, h*tc.n, (h+1)*tc.n, h*tc.k, set.actq)
 					for i := 0; i < m; i++ {
 						for j := 0; j < tc.n; j++ {
 							if got, want := y.Row(i)[h*tc.n+j], one.Row(i)[j]; got != want {
@@ -191,7 +191,9 @@ func TestFastHeadLinearHeads(t *testing.T) {
 					}
 				}
 				want, _ := backend.NewHostTensor(m, tc.heads*tc.n)
-				_ = ref.HeadLinear(want, x, w, tc.heads)
+				if err := ref.HeadLinear(want, x, hostRef(hw), tc.heads); err != nil {
+					t.Fatal(err)
+				}
 				if e := relErr(read(t, cb, y), want.Data); e > tol {
 					t.Fatalf("actq %v %v m%d: head linear rel err %g", set.actq, tc.d, m, e)
 				}
@@ -208,7 +210,8 @@ func TestFastHeadGrouped(t *testing.T) {
 		cb := isaGroup(t, isa, 2)
 		for _, d := range []backend.DType{backend.F32, backend.BF16, backend.I8, backend.I4} {
 			heads, n, k, m := 3, 72, 37, 7
-			w, _ := cb.LoadWeight(randWeight(r, d, heads*n, k, 0))
+			hw := randWeight(r, d, heads*n, k, 0)
+			w, _ := cb.LoadWeight(hw)
 			x, _ := guarded(m, heads*k, r, true)
 			y, yp := guarded(m, heads*n, r, false)
 			if err := cb.HeadLinear(y, x, w, heads); err != nil {
@@ -216,14 +219,17 @@ func TestFastHeadGrouped(t *testing.T) {
 			}
 			checkGuard(t, yp, m, heads*n)
 			want, _ := backend.NewHostTensor(m, heads*n)
-			_ = ref.HeadLinear(want, x, w, heads)
+			if err := ref.HeadLinear(want, x, hostRef(hw), heads); err != nil {
+				t.Fatal(err)
+			}
 			if e := relErr(read(t, cb, y), want.Data); e > 1e-5 {
 				t.Fatalf("%s %v head linear rel err %g", isa, d, e)
 			}
-			var ws []backend.Weight
+			var ws, rws []backend.Weight
 			for i := 0; i < 4; i++ {
-				wi, _ := cb.LoadWeight(randWeight(r, d, 80, 45, 32*(i%2)))
-				ws = append(ws, wi)
+				hwi := randWeight(r, d, 80, 45, 32*(i%2))
+				wi, _ := cb.LoadWeight(hwi)
+				ws, rws = append(ws, wi), append(rws, hostRef(hwi))
 			}
 			counts := []int{1, 0, 6, 2}
 			xg, _ := guarded(9, 45, r, true)
@@ -233,7 +239,9 @@ func TestFastHeadGrouped(t *testing.T) {
 			}
 			checkGuard(t, ygp, 9, 80)
 			wantG, _ := backend.NewHostTensor(9, 80)
-			_ = ref.GroupedLinear(wantG, xg, ws, counts)
+			if err := ref.GroupedLinear(wantG, xg, rws, counts); err != nil {
+				t.Fatal(err)
+			}
 			if e := relErr(read(t, cb, yg), wantG.Data); e > 1e-5 {
 				t.Fatalf("%s %v grouped rel err %g", isa, d, e)
 			}
