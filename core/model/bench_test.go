@@ -38,11 +38,11 @@ func weightBytesPerToken(m *Model) float64 {
 		if w == nil {
 			return 0
 		}
-		h, err := backend.AsHostWeight("bench", w)
-		if err != nil {
+		s, ok := w.(backend.Sized)
+		if !ok {
 			return 0
 		}
-		return float64(4*len(h.F32) + 2*len(h.BF16) + len(h.Q) + 2*len(h.Scale))
+		return float64(s.Bytes())
 	}
 	var total float64
 	frac := float64(m.cfg.NActivatedExperts) / float64(m.cfg.NRoutedExperts)

@@ -3,6 +3,7 @@ package model
 import (
 	"context"
 	"fmt"
+	"runtime"
 
 	"github.com/dsgate/dsgate/core/backend"
 )
@@ -108,7 +109,14 @@ func (rk *rank) build(h map[string]*backend.HostWeight) error {
 		}
 		return wt
 	}
-	get := func(name string) *backend.HostWeight { return h[name] }
+	// Each host weight is taken out of h when used: once uploaded, the backend holds
+	// what it needs (a device copy, or a repacked one on the CPU), so the host copy can
+	// be collected layer by layer instead of doubling the peak memory of a load.
+	get := func(name string) *backend.HostWeight {
+		hw := h[name]
+		delete(h, name)
+		return hw
+	}
 	cat := func(name string, parts ...*backend.HostWeight) *backend.HostWeight {
 		if err != nil {
 			return nil
@@ -203,6 +211,7 @@ func (rk *rank) build(h map[string]*backend.HostWeight) error {
 			return err
 		}
 		rk.layers = append(rk.layers, bl)
+		runtime.GC() // collect this layer's host weights before the next one's uploads
 	}
 	if err != nil {
 		return err
