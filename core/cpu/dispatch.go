@@ -57,6 +57,9 @@ func (b *Backend) linear(o, x *backend.HostTensor, w *backend.HostWeight, n0, n1
 // one pass over their panels when heads are whole panels (each panel reads its head's
 // slice of x), else one call per head.
 func (b *Backend) qheads(o, x *backend.HostTensor, w *qweight, h0, h1, n int) {
+	if x.R == 0 {
+		return
+	}
 	ov, _ := backend.SliceHost(o, 0, o.R, h0*n, (h1-h0)*n)
 	if n%panelCols == 0 && qHeadPass(ov, x, w, b.actq, h0*n, h1*n, n) {
 		return
@@ -126,6 +129,7 @@ func (b *Backend) matmul(o, x *backend.HostTensor, w *backend.HostWeight, qw *qw
 	for p := 1; p < P; p++ {
 		parts[p], _ = backend.NewHostTensor(o.R, o.C)
 	}
+	kernel := qKernelFor(x, qw, xc0, 0, w.K, b.actq)
 	b.spread(P*chunks, func(i int) {
 		p, c := i/chunks, i%chunks
 		lo, hi := c*units/chunks*panelCols, min((c+1)*units/chunks*panelCols, w.N)
@@ -133,7 +137,7 @@ func (b *Backend) matmul(o, x *backend.HostTensor, w *backend.HostWeight, qw *qw
 			return
 		}
 		ov, _ := backend.SliceHost(parts[p], 0, o.R, lo, hi-lo)
-		qKernel(ov, x, qw, kBound(w.K, p, P), kBound(w.K, p+1, P), lo, hi, xc0, b.actq)
+		kernel(ov, kBound(w.K, p, P), kBound(w.K, p+1, P), lo, hi)
 	})
 	for p := 1; p < P; p++ {
 		for i := 0; i < o.R; i++ {

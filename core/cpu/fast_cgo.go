@@ -60,11 +60,18 @@ func fastKernel(isa int, o, x *backend.HostTensor, w *backend.HostWeight, n0, n1
 // least one row. With actq, int4 weights whose groups fit (actBlock) run on int8
 // activations and integer dot products.
 func qKernel(o, x *backend.HostTensor, w *qweight, k0, k1, n0, n1, xc0 int, actq bool) {
+	qKernelFor(x, w, xc0, k0, k1, actq)(o, k0, k1, n0, n1)
+}
+
+// qKernelFor returns qKernel for x and w as a function of the output block, for a
+// caller that runs many blocks of one product: x's rows over [k0, k1) are quantized
+// once (with actq) instead of once per block.
+func qKernelFor(x *backend.HostTensor, w *qweight, xc0, k0, k1 int, actq bool) func(o *backend.HostTensor, k0, k1, n0, n1 int) {
 	if B := actBlock(w.h); actq && B > 0 {
-		q4a8Kernel(o, x, w, B, k0, k1, n0, n1, xc0, 0)
-		return
+		a := quantActs(x, xc0, k0, k1, B)
+		return func(o *backend.HostTensor, k0, k1, n0, n1 int) { q4a8(o, a, w, k0, k1, n0, n1, 0) }
 	}
-	qlinear(o, x, w, k0, k1, n0, n1, xc0, 0)
+	return func(o *backend.HostTensor, k0, k1, n0, n1 int) { qlinear(o, x, w, k0, k1, n0, n1, xc0, 0) }
 }
 
 // qHeadPass computes output columns [n0, n1) (whole heads of nh columns, nh a multiple
@@ -83,7 +90,7 @@ func qHeadPass(o, x *backend.HostTensor, w *qweight, actq bool, n0, n1, nh int) 
 	}
 	if actq && B > 0 {
 		// Only these heads' slices of x are quantized: [n0/nh·K, n1/nh·K).
-		q4a8Kernel(o, x, w, B, n0/nh*w.h.K, n1/nh*w.h.K, n0, n1, 0, nh)
+		q4a8(o, quantActs(x, 0, n0/nh*w.h.K, n1/nh*w.h.K, B), w, 0, w.h.K, n0, n1, nh)
 	} else {
 		qlinear(o, x, w, 0, w.h.K, n0, n1, 0, nh)
 	}
@@ -107,27 +114,36 @@ func qlinear(o, x *backend.HostTensor, w *qweight, k0, k1, n0, n1, xc0, nh int) 
 		C.int(n0), C.int(n1), fptr(o.Data, o.Off), C.long(o.Stride), fptr(scratch, 0), C.int(nh), C.long(w.h.K))
 }
 
-// q4a8Kernel quantizes x's rows over [k0, k1) to int8 in blocks of B and runs the
-// int4 × int8 kernel (fast.h "Quantized activations") over those inputs, or, with
-// nh > 0, over every head of nh columns in [n0, n1), whose slices [k0, k1) covers.
-func q4a8Kernel(o, x *backend.HostTensor, w *qweight, B, k0, k1, n0, n1, xc0, nh int) {
-	M := x.R
-	ldq := (k1 + 64) &^ 63 // room for the zero after an odd k1
-	nb := (k1 + B - 1) / B
-	xq := make([]int8, M*ldq)
-	xs := make([]float32, M*nb)
-	xsum := make([]int32, M*nb)
-	C.dsg_quant_act(fptr(x.Data, x.Off+xc0), C.long(x.Stride), C.int(M), C.int(k0), C.int(k1), C.int(B),
-		(*C.int8_t)(unsafe.Pointer(&xq[0])), C.long(ldq), fptr(xs, 0), (*C.int32_t)(unsafe.Pointer(&xsum[0])), C.long(nb))
-	kk0, kk1 := k0, k1
-	if nh > 0 {
-		kk0, kk1 = 0, w.h.K // the k range within each head
-	}
-	scratch := make([]int32, 2*M*panelCols)
-	C.dsg_q4a8_avx2((*C.int8_t)(unsafe.Pointer(&xq[0])), C.long(ldq), fptr(xs, 0), (*C.int32_t)(unsafe.Pointer(&xsum[0])), C.long(nb),
-		C.int(M), unsafe.Pointer(&w.panels[0]), C.int(w.h.K), (*C.float)(unsafe.Pointer(&w.scale[0])), C.long(w.ldsc),
-		C.int(groupOf(w.h)), C.int(B), C.int(kk0), C.int(kk1), C.int(n0), C.int(n1), fptr(o.Data, o.Off), C.long(o.Stride),
-		unsafe.Pointer(&scratch[0]), C.int(nh), C.long(w.h.K))
+// qacts is the rows of x quantized to int8 by dsg_quant_act over inputs [k0, k1) in
+// blocks of B (fast.h "Quantized activations").
+type qacts struct {
+	xq      []int8
+	xs      []float32
+	xsum    []int32
+	m, B    int
+	ldq, nb int
+}
+
+// quantActs quantizes x[:, xc0+k0 : xc0+k1] (input k of a row at index k).
+func quantActs(x *backend.HostTensor, xc0, k0, k1, B int) *qacts {
+	a := &qacts{m: x.R, B: B, ldq: (k1 + 64) &^ 63, nb: (k1 + B - 1) / B} // ldq: room for the zero after an odd k1
+	a.xq = make([]int8, a.m*a.ldq)
+	a.xs = make([]float32, a.m*a.nb)
+	a.xsum = make([]int32, a.m*a.nb)
+	C.dsg_quant_act(fptr(x.Data, x.Off+xc0), C.long(x.Stride), C.int(a.m), C.int(k0), C.int(k1), C.int(B),
+		(*C.int8_t)(unsafe.Pointer(&a.xq[0])), C.long(a.ldq), fptr(a.xs, 0), (*C.int32_t)(unsafe.Pointer(&a.xsum[0])), C.long(a.nb))
+	return a
+}
+
+// q4a8 runs the int4 × int8 kernel over weight rows [k0, k1) (within each head when
+// nh > 0: then a holds every head's slice of nh-column heads in [n0, n1), K apart) and
+// output columns [n0, n1).
+func q4a8(o *backend.HostTensor, a *qacts, w *qweight, k0, k1, n0, n1, nh int) {
+	scratch := make([]int32, 2*a.m*panelCols)
+	C.dsg_q4a8_avx2((*C.int8_t)(unsafe.Pointer(&a.xq[0])), C.long(a.ldq), fptr(a.xs, 0), (*C.int32_t)(unsafe.Pointer(&a.xsum[0])),
+		C.long(a.nb), C.int(a.m), unsafe.Pointer(&w.panels[0]), C.int(w.h.K), (*C.float)(unsafe.Pointer(&w.scale[0])),
+		C.long(w.ldsc), C.int(groupOf(w.h)), C.int(a.B), C.int(k0), C.int(k1), C.int(n0), C.int(n1), fptr(o.Data, o.Off),
+		C.long(o.Stride), unsafe.Pointer(&scratch[0]), C.int(nh), C.long(w.h.K))
 }
 
 // mlaFast runs absorbed attention for one sequence and heads [h0, h1) with the AVX2

@@ -20,13 +20,17 @@ func fastKernel(isa int, o, x *backend.HostTensor, w *backend.HostWeight, n0, n1
 	return false
 }
 
-// qKernel and qHeadPass are never called without cgo: the ISA is generic there, so
+// qKernel, qHeadPass and qKernelFor are never called without cgo: the ISA is generic there, so
 // LoadWeight never packs a weight.
 func qKernel(o, x *backend.HostTensor, w *qweight, k0, k1, n0, n1, xc0 int, actq bool) {
 	panic("cpu: packed weight without cgo")
 }
 
 func qHeadPass(o, x *backend.HostTensor, w *qweight, actq bool, n0, n1, nh int) bool {
+	panic("cpu: packed weight without cgo")
+}
+
+func qKernelFor(x *backend.HostTensor, w *qweight, xc0, k0, k1 int, actq bool) func(o *backend.HostTensor, k0, k1, n0, n1 int) {
 	panic("cpu: packed weight without cgo")
 }
 

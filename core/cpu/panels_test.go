@@ -65,3 +65,37 @@ func TestPackQuant(t *testing.T) {
 		t.Fatal("packed a bf16 weight")
 	}
 }
+
+// TestPackedZeroRows: every op on a packed weight accepts an input of no rows,
+// including the one-head-at-a-time HeadLinear path (heads that are not whole panels).
+func TestPackedZeroRows(t *testing.T) {
+	if detectISA() < isaAVX2 {
+		t.Skip("weights are packed on the avx2 kernels only")
+	}
+	r := rand.New(rand.NewPCG(63, 64))
+	for _, actq := range []bool{false, true} {
+		g, err := NewGroup(1, Options{Threads: 2, QuantizeActivations: actq})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cb := g[0].(*Backend)
+		for _, d := range []backend.DType{backend.I8, backend.I4} {
+			w, err := cb.LoadWeight(randWeight(r, d, 3*40, 64, 0))
+			if err != nil {
+				t.Fatal(err)
+			}
+			x, _ := backend.NewHostTensor(0, 3*64)
+			y, _ := backend.NewHostTensor(0, 3*40)
+			if err := cb.HeadLinear(y, x, w, 3); err != nil {
+				t.Fatal(err)
+			}
+			x1, _ := backend.NewHostTensor(0, 64)
+			if err := cb.Linear(y, x1, w); err != nil {
+				t.Fatal(err)
+			}
+			if err := cb.GroupedLinear(y, x1, []backend.Weight{w}, []int{0}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}
