@@ -426,21 +426,61 @@ void dsg_dlinear_avx2(const float *x, long ldx, int M, int K, const void *w, int
 	}
 }
 
-// dot8: 4 × 8-lane partial sums over n (32 at a time), then 8 at a time into the
-// first, reduced ((a0+a1)+(a2+a3)) then in lane order, plus an fma chain over the tail.
-T static AI float dot8(const float *a, const float *b, int n) {
-	__m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+// hsum_vecs returns, in lane j < n, the sum of the lanes of v[j], for n = 4 or 8
+// vectors (a tree of horizontal adds: pairs of lanes, then pairs of pairs, then the
+// two 128-bit halves).
+T static AI __m256 hsum_vecs(int n, const __m256 *v) {
+	__m256 s01 = _mm256_hadd_ps(v[0], v[1]), s23 = _mm256_hadd_ps(v[2], v[3]);
+	__m256 s0123 = _mm256_hadd_ps(s01, s23); // lanes: v0..v3 low halves, then high halves
+	if (n == 4) return _mm256_add_ps(s0123, _mm256_permute2f128_ps(s0123, s0123, 0x01));
+	__m256 s45 = _mm256_hadd_ps(v[4], v[5]), s67 = _mm256_hadd_ps(v[6], v[7]);
+	__m256 s4567 = _mm256_hadd_ps(s45, s67);
+	return _mm256_add_ps(_mm256_permute2f128_ps(s0123, s4567, 0x20), _mm256_permute2f128_ps(s0123, s4567, 0x31));
+}
+
+// mla_scores writes sc[h·nt + t] = (qa_h · c_t + qp_h · k_t) · scale for nh (1 or 2)
+// heads and the J (1 or 4) positions t0 … t0+J-1, whose cached rows are rows[0..J):
+// one 8-lane fma chain per (head, position) over the latent then the rope columns,
+// J·nh independent chains, lanes summed by a tree, plus scalar fma chains over the
+// columns past a multiple of 8.
+T static AI void mla_scores(int nh, int J, const float *qa0, const float *qa1, const float *qp0, const float *qp1,
+                            const float *const *rows, int lc, int r, float scale, float *sc, int nt, int t0) {
+	__m256 acc[8];
+	UNROLL for (int i = 0; i < 8; i++) acc[i] = _mm256_setzero_ps();
 	int d = 0;
-	for (; d + 32 <= n; d += 32) {
-		a0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + d), _mm256_loadu_ps(b + d), a0);
-		a1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + d + 8), _mm256_loadu_ps(b + d + 8), a1);
-		a2 = _mm256_fmadd_ps(_mm256_loadu_ps(a + d + 16), _mm256_loadu_ps(b + d + 16), a2);
-		a3 = _mm256_fmadd_ps(_mm256_loadu_ps(a + d + 24), _mm256_loadu_ps(b + d + 24), a3);
+	for (; d + 8 <= lc; d += 8) {
+		__m256 q0 = _mm256_loadu_ps(qa0 + d), q1 = nh == 2 ? _mm256_loadu_ps(qa1 + d) : q0;
+		UNROLL for (int j = 0; j < J; j++) {
+			__m256 v = _mm256_loadu_ps(rows[j] + d);
+			acc[j] = _mm256_fmadd_ps(q0, v, acc[j]);
+			if (nh == 2) acc[4 + j] = _mm256_fmadd_ps(q1, v, acc[4 + j]);
+		}
 	}
-	for (; d + 8 <= n; d += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + d), _mm256_loadu_ps(b + d), a0);
-	float t = 0;
-	for (; d < n; d++) t = fmaf(a[d], b[d], t);
-	return hsum8(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3))) + t;
+	int e = 0;
+	for (; e + 8 <= r; e += 8) {
+		__m256 q0 = _mm256_loadu_ps(qp0 + e), q1 = nh == 2 ? _mm256_loadu_ps(qp1 + e) : q0;
+		UNROLL for (int j = 0; j < J; j++) {
+			__m256 v = _mm256_loadu_ps(rows[j] + lc + e);
+			acc[j] = _mm256_fmadd_ps(q0, v, acc[j]);
+			if (nh == 2) acc[4 + j] = _mm256_fmadd_ps(q1, v, acc[4 + j]);
+		}
+	}
+	float sum[8];
+	if (J == 4) {
+		_mm256_storeu_ps(sum, hsum_vecs(nh == 2 ? 8 : 4, acc));
+	} else {
+		sum[0] = hsum8(acc[0]);
+		sum[4] = hsum8(acc[4]);
+	}
+	for (int h = 0; h < nh; h++) {
+		const float *qa = h ? qa1 : qa0, *qp = h ? qp1 : qp0;
+		for (int j = 0; j < J; j++) {
+			float t = 0;
+			for (int c = d; c < lc; c++) t = fmaf(qa[c], rows[j][c], t);
+			for (int c = e; c < r; c++) t = fmaf(qp[c], rows[j][lc + c], t);
+			sc[h * nt + t0 + j] = (sum[4 * h + j] + t) * scale;
+		}
+	}
 }
 
 // mla_out: o_h[j] = fma chain over t of p_h[t] · row_t[j], for one or two heads at a
@@ -490,13 +530,20 @@ T void dsg_mla_avx2(const float *qa, long ldqa, const float *qp, long ldqp, int 
 		int nt = pos0 + i + 1;
 		for (int hb = h0; hb < h1; hb += 2) {
 			int nh = h1 - hb < 2 ? h1 - hb : 2;
-			for (int t = 0; t < nt; t++) {
-				const float *row = cache + (long)slots[t] * width;
-				for (int h = 0; h < nh; h++) {
-					const float *a = qa + (long)i * ldqa + (long)(hb + h) * lc;
-					const float *b = qp + (long)i * ldqp + (long)(hb + h) * r;
-					sc[h * nt + t] = (dot8(a, row, lc) + dot8(b, row + lc, r)) * scale;
-				}
+			const float *qa0 = qa + (long)i * ldqa + (long)hb * lc, *qp0 = qp + (long)i * ldqp + (long)hb * r;
+			const float *qa1 = qa0 + lc, *qp1 = qp0 + r;
+			int t = 0;
+			for (; t + 4 <= nt; t += 4) {
+				const float *rows[4];
+				UNROLL for (int j = 0; j < 4; j++) rows[j] = cache + (long)slots[t + j] * width;
+				if (nh == 2)
+					mla_scores(2, 4, qa0, qa1, qp0, qp1, rows, lc, r, scale, sc, nt, t);
+				else
+					mla_scores(1, 4, qa0, qa0, qp0, qp0, rows, lc, r, scale, sc, nt, t);
+			}
+			for (; t < nt; t++) {
+				const float *rows[1] = {cache + (long)slots[t] * width};
+				mla_scores(nh, 1, qa0, qa1, qp0, qp1, rows, lc, r, scale, sc, nt, t);
 			}
 			float *o[2];
 			for (int h = 0; h < nh; h++) {
