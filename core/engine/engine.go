@@ -391,13 +391,13 @@ func (e *Engine) signal() {
 
 // Stats returns a snapshot of the counters.
 func (e *Engine) Stats() Stats {
+	// Lock order: mu, then statsMu (admit moves a request between the two under both).
 	e.mu.Lock()
-	q := len(e.waiting)
-	e.mu.Unlock()
+	defer e.mu.Unlock()
 	e.statsMu.Lock()
 	defer e.statsMu.Unlock()
 	st := e.stats
-	st.QueueLen = q
+	st.QueueLen = len(e.waiting)
 	st.Finished = make(map[string]int64, len(e.stats.Finished))
 	for k, v := range e.stats.Finished {
 		st.Finished[k] = v

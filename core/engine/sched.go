@@ -133,8 +133,14 @@ func (e *Engine) admit() {
 			e.pool.Release(t)
 			return
 		}
+		// The request leaves the queue and joins Stats' running count in one critical
+		// section, so Stats never shows it in neither (an engine that looks idle
+		// while it runs its first step).
 		e.mu.Lock()
 		e.waiting = e.waiting[1:]
+		e.statsMu.Lock()
+		e.stats.Running = len(e.running) + 1
+		e.statsMu.Unlock()
 		e.mu.Unlock()
 		s.table, s.pos = t, matched
 		if !s.admitted {
