@@ -154,7 +154,7 @@ func (b *Backend) matmul(o, x *backend.HostTensor, w *backend.HostWeight, qw *qw
 func (b *Backend) mla(o, qa, qp *backend.HostTensor, s backend.AttnSeq, h0, h1, lc, r int, cache []float32, width int, slots []int32, scale float32) {
 	T := s.Pos + s.N
 	if b.isa >= isaAVX2 && lc > 0 && r > 0 {
-		mlaFast(o, qa, qp, s, h0, h1, lc, r, cache, width, slots, scale, make([]float32, 2*T))
+		mlaFast(o, qa, qp, s, h0, h1, lc, r, cache, width, slots, scale, make([]float32, 4*T))
 		return
 	}
 	mlaKernel(o, qa, qp, s, h0, h1, lc, r, cache, width, slots, scale, make([]float32, T))

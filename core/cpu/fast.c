@@ -483,37 +483,30 @@ T static AI void mla_scores(int nh, int J, const float *qa0, const float *qa1, c
 	}
 }
 
-// mla_out: o_h[j] = fma chain over t of p_h[t] · row_t[j], for one or two heads at a
-// time (register accumulators over 32 latent columns), scalar chains for the tail.
-T static void mla_out(int nh, const float *p, int nt, const float *cache, long width, const int32_t *slots, int lc,
-                      float **o) {
+// mla_out: o_h[j] = fma chain over t of p_h[t] · row_t[j] for nh (1 to 4) heads at a
+// time: register accumulators over 16 latent columns, so each cached row segment is
+// read once for all the heads; scalar chains for the tail.
+T static AI void mla_out_n(int nh, const float *p, int nt, const float *cache, long width, const int32_t *slots,
+                           int lc, float **o) {
 	int d0 = 0;
-	for (; d0 + 32 <= lc; d0 += 32) {
-		if (nh == 2) {
-			__m256 a[2][4];
-			UNROLL for (int h = 0; h < 2; h++)
-				UNROLL for (int c = 0; c < 4; c++) a[h][c] = _mm256_setzero_ps();
-			for (int t = 0; t < nt; t++) {
-				const float *row = cache + (long)slots[t] * width + d0;
-				__m256 w0 = _mm256_broadcast_ss(p + t), w1 = _mm256_broadcast_ss(p + nt + t);
-				UNROLL for (int c = 0; c < 4; c++) {
-					__m256 v = _mm256_loadu_ps(row + 8 * c);
-					a[0][c] = _mm256_fmadd_ps(w0, v, a[0][c]);
-					a[1][c] = _mm256_fmadd_ps(w1, v, a[1][c]);
+	for (; d0 + 16 <= lc; d0 += 16) {
+		__m256 a[4][2];
+		UNROLL for (int h = 0; h < 4; h++)
+			UNROLL for (int c = 0; c < 2; c++) a[h][c] = _mm256_setzero_ps();
+		for (int t = 0; t < nt; t++) {
+			const float *row = cache + (long)slots[t] * width + d0;
+			__m256 v0 = _mm256_loadu_ps(row), v1 = _mm256_loadu_ps(row + 8);
+			UNROLL for (int h = 0; h < 4; h++) {
+				if (h < nh) {
+					__m256 w = _mm256_broadcast_ss(p + h * nt + t);
+					a[h][0] = _mm256_fmadd_ps(w, v0, a[h][0]);
+					a[h][1] = _mm256_fmadd_ps(w, v1, a[h][1]);
 				}
 			}
-			UNROLL for (int h = 0; h < 2; h++)
-				UNROLL for (int c = 0; c < 4; c++) _mm256_storeu_ps(o[h] + d0 + 8 * c, a[h][c]);
-		} else {
-			__m256 a[4];
-			UNROLL for (int c = 0; c < 4; c++) a[c] = _mm256_setzero_ps();
-			for (int t = 0; t < nt; t++) {
-				const float *row = cache + (long)slots[t] * width + d0;
-				__m256 w0 = _mm256_broadcast_ss(p + t);
-				UNROLL for (int c = 0; c < 4; c++) a[c] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(row + 8 * c), a[c]);
-			}
-			UNROLL for (int c = 0; c < 4; c++) _mm256_storeu_ps(o[0] + d0 + 8 * c, a[c]);
 		}
+		UNROLL for (int h = 0; h < 4; h++)
+			if (h < nh)
+				UNROLL for (int c = 0; c < 2; c++) _mm256_storeu_ps(o[h] + d0 + 8 * c, a[h][c]);
 	}
 	for (int h = 0; h < nh; h++)
 		for (int j = d0; j < lc; j++) {
@@ -523,30 +516,44 @@ T static void mla_out(int nh, const float *p, int nt, const float *cache, long w
 		}
 }
 
+T static void mla_out(int nh, const float *p, int nt, const float *cache, long width, const int32_t *slots, int lc,
+                      float **o) {
+	switch (nh) {
+	case 4: mla_out_n(4, p, nt, cache, width, slots, lc, o); return;
+	case 3: mla_out_n(3, p, nt, cache, width, slots, lc, o); return;
+	case 2: mla_out_n(2, p, nt, cache, width, slots, lc, o); return;
+	default: mla_out_n(1, p, nt, cache, width, slots, lc, o); return;
+	}
+}
+
 T void dsg_mla_avx2(const float *qa, long ldqa, const float *qp, long ldqp, int M, int pos0, int h0, int h1, int lc,
                   int r, const float *cache, long width, const int32_t *slots, float scale, float *out, long ldo,
                   float *sc) {
 	for (int i = 0; i < M; i++) {
 		int nt = pos0 + i + 1;
-		for (int hb = h0; hb < h1; hb += 2) {
-			int nh = h1 - hb < 2 ? h1 - hb : 2;
-			const float *qa0 = qa + (long)i * ldqa + (long)hb * lc, *qp0 = qp + (long)i * ldqp + (long)hb * r;
-			const float *qa1 = qa0 + lc, *qp1 = qp0 + r;
-			int t = 0;
-			for (; t + 4 <= nt; t += 4) {
-				const float *rows[4];
-				UNROLL for (int j = 0; j < 4; j++) rows[j] = cache + (long)slots[t + j] * width;
-				if (nh == 2)
-					mla_scores(2, 4, qa0, qa1, qp0, qp1, rows, lc, r, scale, sc, nt, t);
-				else
-					mla_scores(1, 4, qa0, qa0, qp0, qp0, rows, lc, r, scale, sc, nt, t);
+		for (int hq = h0; hq < h1; hq += 4) {
+			int nq = h1 - hq < 4 ? h1 - hq : 4;
+			for (int hb = hq; hb < hq + nq; hb += 2) {
+				int nh = hq + nq - hb < 2 ? hq + nq - hb : 2;
+				float *scb = sc + (long)(hb - hq) * nt;
+				const float *qa0 = qa + (long)i * ldqa + (long)hb * lc, *qp0 = qp + (long)i * ldqp + (long)hb * r;
+				const float *qa1 = qa0 + lc, *qp1 = qp0 + r;
+				int t = 0;
+				for (; t + 4 <= nt; t += 4) {
+					const float *rows[4];
+					UNROLL for (int j = 0; j < 4; j++) rows[j] = cache + (long)slots[t + j] * width;
+					if (nh == 2)
+						mla_scores(2, 4, qa0, qa1, qp0, qp1, rows, lc, r, scale, scb, nt, t);
+					else
+						mla_scores(1, 4, qa0, qa0, qp0, qp0, rows, lc, r, scale, scb, nt, t);
+				}
+				for (; t < nt; t++) {
+					const float *rows[1] = {cache + (long)slots[t] * width};
+					mla_scores(nh, 1, qa0, qa1, qp0, qp1, rows, lc, r, scale, scb, nt, t);
+				}
 			}
-			for (; t < nt; t++) {
-				const float *rows[1] = {cache + (long)slots[t] * width};
-				mla_scores(nh, 1, qa0, qa1, qp0, qp1, rows, lc, r, scale, sc, nt, t);
-			}
-			float *o[2];
-			for (int h = 0; h < nh; h++) {
+			float *o[4];
+			for (int h = 0; h < nq; h++) {
 				float *s = sc + h * nt, mx = -INFINITY, sum = 0;
 				for (int t = 0; t < nt; t++)
 					if (s[t] > mx) mx = s[t];
@@ -556,9 +563,9 @@ T void dsg_mla_avx2(const float *qa, long ldqa, const float *qp, long ldqp, int 
 				}
 				float inv = 1.0f / sum;
 				for (int t = 0; t < nt; t++) s[t] *= inv;
-				o[h] = out + (long)i * ldo + (long)(hb + h) * lc;
+				o[h] = out + (long)i * ldo + (long)(hq + h) * lc;
 			}
-			mla_out(nh, sc, nt, cache, width, slots, lc, o);
+			mla_out(nq, sc, nt, cache, width, slots, lc, o);
 		}
 	}
 }

@@ -147,7 +147,7 @@ func q4a8(o *backend.HostTensor, a *qacts, w *qweight, k0, k1, n0, n1, nh int) {
 }
 
 // mlaFast runs absorbed attention for one sequence and heads [h0, h1) with the AVX2
-// kernel; sc holds 2·(s.Pos+s.N) floats. lc and r are positive.
+// kernel; sc holds 4·(s.Pos+s.N) floats. lc and r are positive.
 func mlaFast(o, qa, qp *backend.HostTensor, s backend.AttnSeq, h0, h1, lc, r int, cache []float32, width int, slots []int32, scale float32, sc []float32) {
 	C.dsg_mla_avx2(fptr(qa.Data, qa.Off+s.Row*qa.Stride), C.long(qa.Stride), fptr(qp.Data, qp.Off+s.Row*qp.Stride), C.long(qp.Stride),
 		C.int(s.N), C.int(s.Pos), C.int(h0), C.int(h1), C.int(lc), C.int(r), (*C.float)(unsafe.Pointer(&cache[0])), C.long(width),
