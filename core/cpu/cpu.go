@@ -5,14 +5,15 @@
 // reference for the cheap ones. Ranks are goroutines sharing memory: a group of W
 // backends shares one backend.Comm, and each rank holds only its shard (spec §3.3).
 //
-// Kernels split their output columns (or attention heads; quantized weights also by a
-// fixed number of k ranges) over Threads goroutines; every output element is computed
-// by the same operations in the same order whatever the split and whatever the number
-// of rows, so results are deterministic and row-independent. Dense weights keep the
-// host layout of backend.HostWeight (F32/BF16 [N,K]); on the AVX2 kernels, quantized
-// ones (I8/I4, transposed [K,N] as in convert/FORMATS.md) are repacked at load into
-// panels of 64 output columns whose K rows are contiguous (panels.go), which the
-// kernels read as one sequential stream per panel.
+// Kernels cut their output columns (or attention heads; quantized weights also into a
+// fixed number of k ranges) into pieces that Threads goroutines take as they finish;
+// every output element is computed by the same operations in the same order whatever
+// the split and whatever the number of rows, so results are deterministic and
+// row-independent. Dense weights keep the host layout of backend.HostWeight (F32/BF16
+// [N,K]); on the AVX2 kernels, quantized ones (I8/I4, transposed [K,N] as in
+// convert/FORMATS.md) are repacked at load into panels of 64 output columns whose K
+// rows are contiguous (panels.go), which the kernels read as one sequential stream per
+// panel.
 package cpu
 
 import (
@@ -86,8 +87,9 @@ func Factory(opt Options) backend.Factory {
 }
 
 // LoadWeight validates hw and, on the AVX2 kernels, repacks quantized weights into
-// panels (KERNELS.md "Panels"); the handle then holds no reference to hw's bytes. Other
-// weights, and every weight on the generic kernels, keep hw as it is.
+// panels (KERNELS.md "Layout: panels, packed at load"); the handle then holds no
+// reference to hw's bytes. Other weights, and every weight on the generic kernels, keep
+// hw as it is.
 func (b *Backend) LoadWeight(hw *backend.HostWeight) (backend.Weight, error) {
 	if b.isa < isaAVX2 || hw == nil || !hw.Quantized() {
 		return b.Reference.LoadWeight(hw)

@@ -20,12 +20,12 @@
 // dsg_detect_isa returns the best ISA level of the running CPU.
 int dsg_detect_isa(void);
 
-// Quantized weights come in panels (packed by core/cpu at load; KERNELS.md "Panels"):
-// panel p holds output columns [64p, 64p+64) for all K input rows, row k at
-// q + (p·K + k)·PB bytes, where PB is 64 for int8 (one byte per column) and 32 for
-// int4 (8 little-endian words, low nibble first: the bytes of that segment of a (K, N)
-// checkpoint row); columns past N are zero. Scales are ceil(K/G) rows of ldsc floats
-// (ldsc: N rounded up to 64, zero past N), G == K or more: per channel.
+// Quantized weights come in panels (packed by core/cpu at load; KERNELS.md "Layout:
+// panels, packed at load"): panel p holds output columns [64p, 64p+64) for all K input
+// rows, row k at q + (p·K + k)·PB bytes, where PB is 64 for int8 (one byte per column)
+// and 32 for int4 (8 little-endian words, low nibble first: the bytes of that segment
+// of a (K, N) checkpoint row); columns past N are zero. Scales are ceil(K/G) rows of
+// ldsc floats (ldsc: N rounded up to 64, zero past N), G == K or more: per channel.
 //
 // Quantized linear over input rows [k0, k1) and output columns [c0, c1) (any
 // 0 <= c0 < c1 <= N; whole panels are computed): row m of x starts at x + m*ldx

@@ -9,12 +9,12 @@ import (
 // panelCols is the number of output columns of a panel.
 const panelCols = 64
 
-// qweight is a quantized weight repacked at load for the AVX2 kernels (fast.h,
-// KERNELS.md "Panels"). The checkpoint's (K, N) layout puts every output column of one
-// input row side by side, so a kernel that keeps its accumulators small must jump
-// between rows N bytes apart. In panels, the K rows of 64 output columns are
-// contiguous: a kernel walks each panel down k as one sequential stream with its
-// accumulators in registers and L1.
+// qweight is a quantized weight repacked at load for the AVX2 kernels (fast.h;
+// KERNELS.md "Layout: panels, packed at load"). The checkpoint's (K, N) layout puts
+// every output column of one input row side by side, so a kernel that keeps its
+// accumulators small must jump between rows N bytes apart. In panels, the K rows of 64
+// output columns are contiguous: a kernel walks each panel down k as one sequential
+// stream with its accumulators in registers and L1.
 type qweight struct {
 	h      *backend.HostWeight // the header: Name, DType, N, K, GroupSize (no data)
 	panels []byte              // ceil(N/64) panels of K rows of panelBytes, zero past N
