@@ -328,14 +328,16 @@ func TestInferenceScriptStartupTypes(t *testing.T) {
 
 	// online: serve with the original POST /chat.
 	addr := freeAddr(t)
-	cmd = exec.Command(script, append([]string{"--startup-type", "online", "--addr", addr}, common...)...)
-	cmd.Env = env
+	// Its own variable: the deferred kill must reach this server, not whatever cmd
+	// names when the test returns (the server used to outlive every test run).
+	online := exec.Command(script, append([]string{"--startup-type", "online", "--addr", addr}, common...)...)
+	online.Env = env
 	var logs bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
+	online.Stdout, online.Stderr = &logs, &logs
+	if err := online.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	defer func() { _ = online.Process.Kill(); _ = online.Wait() }()
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
 		resp, err := http.Post("http://"+addr+"/chat", "application/json", strings.NewReader(`{"prompt": "Hi"}`))
