@@ -811,6 +811,14 @@ func (b *Reference) GatherRows(out, x Tensor, rows []int32) error {
 	return nil
 }
 
+// CheckSwiGLU validates SwiGLU's arguments: x holds gate | up, out is half as wide.
+func CheckSwiGLU(out, x Tensor) error {
+	if x.Cols()%2 != 0 {
+		return fmt.Errorf("swiglu: x has an odd number of columns %d", x.Cols())
+	}
+	return CheckShape("swiglu", "out", out, x.Rows(), x.Cols()/2)
+}
+
 // SwiGLU computes silu(gate) ⊙ up.
 func (b *Reference) SwiGLU(out, x Tensor) error {
 	o, err := AsHost("swiglu", out)
@@ -821,13 +829,10 @@ func (b *Reference) SwiGLU(out, x Tensor) error {
 	if err != nil {
 		return err
 	}
-	if xh.C%2 != 0 {
-		return fmt.Errorf("swiglu: x has an odd number of columns %d", xh.C)
-	}
-	m := xh.C / 2
-	if err := CheckShape("swiglu", "out", o, xh.R, m); err != nil {
+	if err := CheckSwiGLU(o, xh); err != nil {
 		return err
 	}
+	m := xh.C / 2
 	for i := 0; i < xh.R; i++ {
 		xr, or := xh.Row(i), o.Row(i)
 		for j := 0; j < m; j++ {

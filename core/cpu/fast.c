@@ -570,6 +570,50 @@ T void dsg_mla_avx2(const float *qa, long ldqa, const float *qp, long ldqp, int 
 	}
 }
 
+// exp8 is e^x in 8 lanes (Cephes expf: x = n·ln2 + r, a degree-5 polynomial in r,
+// then 2^n through the exponent bits), within 2 ulp of the correctly rounded value for
+// x in [-87, 87]; x is clamped to that range first, so the result is never 0, a
+// denormal or infinite (a NaN becomes a bound).
+T static AI __m256 exp8(__m256 x) {
+	x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.0f)), _mm256_set1_ps(87.0f));
+	__m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+	                           _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+	__m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+	r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+	__m256 p = _mm256_set1_ps(1.9875691500e-4f);
+	p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+	p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+	p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+	p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+	p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+	p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+	__m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+	return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+T static void swiglu_avx2(const float *x, long ldx, int M, int m, float *out, long ldo) {
+	const __m256 one = _mm256_set1_ps(1.0f), sign = _mm256_set1_ps(-0.0f);
+	for (int i = 0; i < M; i++) {
+		const float *g = x + i * ldx, *u = g + m;
+		float *o = out + i * ldo;
+		int j = 0;
+		for (; j + 8 <= m; j += 8) {
+			__m256 gv = _mm256_loadu_ps(g + j);
+			__m256 s = _mm256_div_ps(gv, _mm256_add_ps(one, exp8(_mm256_xor_ps(gv, sign))));
+			_mm256_storeu_ps(o + j, _mm256_mul_ps(s, _mm256_loadu_ps(u + j)));
+		}
+		if (j < m) { // the tail through a padded copy, with the same lane arithmetic
+			float gt[8] = {0}, ut[8] = {0}, ot[8];
+			memcpy(gt, g + j, sizeof(float) * (size_t)(m - j));
+			memcpy(ut, u + j, sizeof(float) * (size_t)(m - j));
+			__m256 gv = _mm256_loadu_ps(gt);
+			__m256 s = _mm256_div_ps(gv, _mm256_add_ps(one, exp8(_mm256_xor_ps(gv, sign))));
+			_mm256_storeu_ps(ot, _mm256_mul_ps(s, _mm256_loadu_ps(ut)));
+			memcpy(o + j, ot, sizeof(float) * (size_t)(m - j));
+		}
+	}
+}
+
 T static float stream_avx2(const float *p, long n) {
 	__m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
 	for (long i = 0; i < n; i += 64) {
@@ -603,6 +647,10 @@ T static float peak_avx2(long iters) {
 	s = _mm256_add_ps(s, _mm256_add_ps(_mm256_add_ps(a8, a9), _mm256_add_ps(a10, a11)));
 	return hsum8(s);
 }
+
+void dsg_swiglu_avx2(const float *x, long ldx, int M, int m, float *out, long ldo) {
+	swiglu_avx2(x, ldx, M, m, out, ldo);
+}
 #else
 void dsg_qlinear_avx2(const float *x, long ldx, int M, const void *q, int bits, int K, const float *scale, long ldsc,
                       int G, int k0, int k1, int c0, int c1, float *y, long ldy, float *scratch, int nh, long xhs) {
@@ -614,6 +662,9 @@ void dsg_mla_avx2(const float *qa, long ldqa, const float *qp, long ldqp, int M,
                   float *sc) {
 	(void)qa; (void)ldqa; (void)qp; (void)ldqp; (void)M; (void)pos0; (void)h0; (void)h1; (void)lc; (void)r;
 	(void)cache; (void)width; (void)slots; (void)scale; (void)out; (void)ldo; (void)sc;
+}
+void dsg_swiglu_avx2(const float *x, long ldx, int M, int m, float *out, long ldo) {
+	(void)x; (void)ldx; (void)M; (void)m; (void)out; (void)ldo;
 }
 void dsg_dlinear_avx2(const float *x, long ldx, int M, int K, const void *w, int bits, int n0, int n1, float *y,
                       long ldy) {

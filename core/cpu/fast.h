@@ -58,6 +58,11 @@ void dsg_mla_avx2(const float *qa, long ldqa, const float *qp, long ldqp, int M,
                   int r, const float *cache, long width, const int32_t *slots, float scale, float *out, long ldo,
                   float *sc);
 
+// SwiGLU: out[i*ldo + j] = silu(g)·u with g = x[i*ldx + j], u = x[i*ldx + m + j], for
+// rows i < M and j < m; silu(g) = g / (1 + e^-g) with a vector e^x within 2 ulp (its
+// argument clamped to [-87, 87]).
+void dsg_swiglu_avx2(const float *x, long ldx, int M, int m, float *out, long ldo);
+
 // Quantized activations (actq.c). dsg_quant_act quantizes rows of x over inputs
 // [k0, k1) in blocks of B (aligned to multiples of B from input 0, the last one
 // clipped at k1): per block s = absmax/127, q = rint(x·127/absmax) in [-127, 127];

@@ -154,6 +154,14 @@ func mlaFast(o, qa, qp *backend.HostTensor, s backend.AttnSeq, h0, h1, lc, r int
 		(*C.int32_t)(unsafe.Pointer(&slots[0])), C.float(scale), fptr(o.Data, o.Off+s.Row*o.Stride), C.long(o.Stride), fptr(sc, 0))
 }
 
+// swigluFast runs dsg_swiglu_avx2 over all rows of x (gate | up) into o.
+func swigluFast(o, x *backend.HostTensor) {
+	if x.R == 0 || x.C == 0 {
+		return
+	}
+	C.dsg_swiglu_avx2(fptr(x.Data, x.Off), C.long(x.Stride), C.int(x.R), C.int(x.C/2), fptr(o.Data, o.Off), C.long(o.Stride))
+}
+
 // streamRead sums p (len a multiple of 64) with vector loads: the bandwidth probe.
 func streamRead(p []float32, isa int) float32 {
 	if len(p) == 0 {

@@ -39,6 +39,11 @@ func mlaFast(o, qa, qp *backend.HostTensor, s backend.AttnSeq, h0, h1, lc, r int
 	mlaKernel(o, qa, qp, s, h0, h1, lc, r, cache, width, slots, scale, sc)
 }
 
+// swigluFast is never called without cgo (the ISA is generic).
+func swigluFast(o, x *backend.HostTensor) {
+	panic("cpu: avx2 swiglu without cgo")
+}
+
 // streamRead sums p in 8 lanes (the bandwidth probe's pure-Go twin).
 func streamRead(p []float32, isa int) float32 {
 	var s [8]float32

@@ -420,3 +420,56 @@ func FuzzFastMLA(f *testing.F) {
 		}
 	})
 }
+
+// TestFastSwiGLU checks the vector SwiGLU against the reference's (float64 math.Exp
+// per element) on views of odd widths, with gates from tiny to beyond the clamp of
+// its e^x: within 4 ulp of the reference, or, for gates below -87 (where the kernel
+// clamps), within |g·u|·e^-87.
+// A gate of -Inf is left out: silu(-Inf) is 0 as a limit, the reference gives NaN
+// (-Inf/Inf) and the clamped kernel -Inf; neither can come out of a finite model.
+func TestFastSwiGLU(t *testing.T) {
+	if detectISA() < isaAVX2 {
+		t.Skip("no AVX2+FMA on this CPU: the generic set runs the reference SwiGLU")
+	}
+	r := rand.New(rand.NewPCG(21, 22))
+	cb, ref := isaGroup(t, "avx2", 1), backend.NewReference(0, backend.NewComm(1))
+	special := []float32{0, float32(math.Copysign(0, -1)), 1e-30, -1e-30, 87, -87, 88.5, -88.5, 95, -95, 200, -200,
+		float32(math.Inf(1)), float32(math.NaN()), math.MaxFloat32, -math.MaxFloat32}
+	for _, tc := range []struct{ rows, m int }{{1, 1}, {3, 7}, {2, 8}, {5, 9}, {4, 2051}} {
+		for _, sigma := range []float64{0.01, 3, 40} {
+			x, _ := guarded(tc.rows, 2*tc.m, r, true)
+			for i := 0; i < tc.rows; i++ {
+				row := x.Row(i)
+				for j := range row {
+					row[j] *= float32(sigma)
+				}
+				if j := r.IntN(tc.m); sigma == 40 {
+					row[j] = special[r.IntN(len(special))]
+				}
+			}
+			got, parent := guarded(tc.rows, tc.m, r, false)
+			want, _ := backend.NewHostTensor(tc.rows, tc.m)
+			if err := cb.SwiGLU(got, x); err != nil {
+				t.Fatal(err)
+			}
+			if err := ref.SwiGLU(want, x); err != nil {
+				t.Fatal(err)
+			}
+			checkGuard(t, parent, tc.rows, tc.m)
+			for i := 0; i < tc.rows; i++ {
+				for j, w := range want.Row(i) {
+					g, u, v := x.Row(i)[j], x.Row(i)[tc.m+j], got.Row(i)[j]
+					ulp := float64(math.Nextafter32(float32(math.Abs(float64(w))), math.MaxFloat32)) - math.Abs(float64(w))
+					if math.IsNaN(float64(w)) != math.IsNaN(float64(v)) || math.Abs(float64(v-w)) > max(4*ulp, math.Abs(float64(g)*float64(u))*1.7e-38) {
+						t.Fatalf("%d×%d σ=%g: silu(%g)·%g = %g, reference %g", tc.rows, tc.m, sigma, g, u, v, w)
+					}
+				}
+			}
+		}
+	}
+	x, _ := cb.NewTensor(2, 5)
+	y, _ := cb.NewTensor(2, 2)
+	if err := cb.SwiGLU(y, x); err == nil {
+		t.Fatal("odd width accepted")
+	}
+}
