@@ -50,34 +50,75 @@ func benchGroup(b *testing.B, set string) *Backend {
 	return g[0].(*Backend)
 }
 
-// memBandwidth returns the read bandwidth (bytes/s) of threads goroutines streaming
-// over buf (each its own slice), best of three passes (the machines are shared: the
-// best pass is the least disturbed one, and kernels are reported best-of too).
-func memBandwidth(buf []float32, threads, isa int) float64 {
-	var rates []float64
-	var sink float32
+// bwProbe measures the machine's memory read bandwidth interleaved with the work it
+// is compared with. The bandwidth a shared VM gives swings by 2× from one 10 ms read
+// to the next (BENCHMARKS.md, "Measuring bw_ratio"), so a probe run before and after
+// the work, or the best of a few probe passes against the best of a few kernel runs,
+// compares different moments. Instead, before each piece of work the probe streams
+// about as many bytes as the work reads, and bw_ratio divides the two totals: both
+// sides are averaged over the same stretch of time.
+type bwProbe struct {
+	buf     []float32 // larger than the caches; read in slices that rotate through it
+	off     int
+	threads int
+	isa     int
+	bytes   int64
+	took    time.Duration
+	sink    float32
+}
+
+// probeBuffer returns 256 MiB for bwProbe: 8× the L3 of the development VM.
+func probeBuffer() []float32 {
+	buf := make([]float32, 64<<20)
+	for i := range buf {
+		buf[i] = 1
+	}
+	return buf
+}
+
+func newBWProbe(buf []float32, threads int) *bwProbe {
+	return &bwProbe{buf: buf, threads: threads, isa: detectISA()}
+}
+
+// read streams about bytes bytes with threads goroutines (each its own part of a
+// slice), continuing where the last read stopped, and adds them to the totals.
+func (p *bwProbe) read(bytes int64) {
 	var mu sync.Mutex
-	for pass := 0; pass < 3; pass++ {
+	for bytes > 0 {
+		n := min(int(bytes/4), len(p.buf)-p.off)
+		per := n / p.threads &^ 63
+		if per == 0 {
+			p.off = 0
+			if n < 64*p.threads { // the rest is too small to time
+				return
+			}
+			continue
+		}
 		var wg sync.WaitGroup
 		start := time.Now()
-		per := len(buf) / threads &^ 63
-		for t := 0; t < threads; t++ {
+		for t := 0; t < p.threads; t++ {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				s := streamRead(buf[t*per:(t+1)*per], isa)
+				s := streamRead(p.buf[p.off+t*per:p.off+(t+1)*per], p.isa)
 				mu.Lock()
-				sink += s
+				p.sink += s
 				mu.Unlock()
 			}()
 		}
 		wg.Wait()
-		rates = append(rates, float64(per*threads*4)/time.Since(start).Seconds())
+		p.took += time.Since(start)
+		done := per * p.threads
+		p.bytes += int64(done) * 4
+		bytes -= int64(done) * 4
+		if p.off += done; p.off+64*p.threads > len(p.buf) {
+			p.off = 0
+		}
 	}
-	_ = sink
-	sort.Float64s(rates)
-	return rates[2]
 }
+
+// rate is the bandwidth of all reads so far, bytes/s.
+func (p *bwProbe) rate() float64 { return float64(p.bytes) / p.took.Seconds() }
 
 // peakFlops returns the FMA rate (flop/s, 2 per FMA) of threads goroutines running
 // independent 8-wide FMA chains, best of three passes.
@@ -408,40 +449,31 @@ func BenchmarkDecode(b *testing.B) {
 			s := benchShape(d)
 			loader := isaGroup(b, "", 0)
 			m := buildBenchModel(b, loader, s, d)
-			probe := make([]float32, 64<<20) // 256 MiB, 8× the L3
-			for i := range probe {
-				probe[i] = 1
-			}
+			buf := probeBuffer()
 			b.Logf("%v: %d layers, %d routed experts, %.2f GB of weights", d, s.layers, s.experts, float64(m.total)/1e9)
 			for _, isa := range benchISAs(d) {
 				b.Run(isa, func(b *testing.B) {
 					cb := benchGroup(b, isa)
-					bw := memBandwidth(probe, cb.threads, detectISA())
-					warm := opTimes{}
-					m.step(b, cb, 1, warm)
-					// Best of b.N for each figure (shared, noisy machines).
-					t1, t8 := time.Duration(math.MaxInt64), time.Duration(math.MaxInt64)
-					var bytes1, bytes8 int64
-					var ot, ot8 opTimes
+					probe := newBWProbe(buf, cb.threads)
+					bytes1 := m.step(b, cb, 1, opTimes{}) // warm-up
+					// Means over b.N iterations, each a probe read of the batch-1
+					// step's bytes, a batch-1 step and a batch-8 step (bwProbe).
+					var t1, t8 time.Duration
+					var bytes8 int64
+					ot, ot8 := opTimes{}, opTimes{}
 					b.ResetTimer()
 					for i := 0; i < b.N; i++ {
-						o := opTimes{}
+						probe.read(bytes1)
 						start := time.Now()
-						bytes1 = m.step(b, cb, 1, o)
-						if d := time.Since(start); d < t1 {
-							t1, ot = d, o
-						}
-						o8 := opTimes{}
+						bytes1 = m.step(b, cb, 1, ot)
+						t1 += time.Since(start)
 						start = time.Now()
-						bytes8 = m.step(b, cb, 8, o8)
-						if d := time.Since(start); d < t8 {
-							t8, ot8 = d, o8
-						}
+						bytes8 = m.step(b, cb, 8, ot8)
+						t8 += time.Since(start)
 					}
 					b.StopTimer()
-					bw = max(bw, memBandwidth(probe, cb.threads, detectISA()))
-					n := 1.0
-					wbw := float64(bytes1) / t1.Seconds()
+					n := float64(b.N)
+					wbw, bw := n*float64(bytes1)/t1.Seconds(), probe.rate()
 					b.ReportMetric(wbw/1e9, "weight_GB/s")
 					b.ReportMetric(bw/1e9, "mem_GB/s")
 					b.ReportMetric(wbw/bw, "bw_ratio")
@@ -457,10 +489,10 @@ func BenchmarkDecode(b *testing.B) {
 						ms := ot[c].Seconds() * 1e3 / n
 						b.ReportMetric(ms, c+"_ms")
 						line += fmt.Sprintf(" %s=%.1fms", c, ms)
-						line8 += fmt.Sprintf(" %s=%.1fms", c, ot8[c].Seconds()*1e3)
+						line8 += fmt.Sprintf(" %s=%.1fms", c, ot8[c].Seconds()*1e3/n)
 					}
 					b.Logf("%s %v batch-1 step %.1f ms:%s", isa, d, t1.Seconds()*1e3/n, line)
-					b.Logf("%s %v batch-8 step %.1f ms:%s", isa, d, t8.Seconds()*1e3, line8)
+					b.Logf("%s %v batch-8 step %.1f ms:%s", isa, d, t8.Seconds()*1e3/n, line8)
 				})
 			}
 		})
@@ -516,10 +548,7 @@ func BenchmarkPrefillMatmul(b *testing.B) {
 func BenchmarkGEMV(b *testing.B) {
 	const N, K = 4096, 7168
 	r := rand.New(rand.NewPCG(8, 9))
-	probe := make([]float32, 64<<20)
-	for i := range probe {
-		probe[i] = 1
-	}
+	buf := probeBuffer()
 	for _, tc := range []struct {
 		d backend.DType
 		g int
@@ -545,25 +574,48 @@ func BenchmarkGEMV(b *testing.B) {
 					x.Data[i] = float32(r.NormFloat64())
 				}
 				y, _ := backend.NewHostTensor(1, N)
-				bw := memBandwidth(probe, cb.threads, detectISA())
+				probe := newBWProbe(buf, cb.threads)
 				b.ResetTimer()
-				el := time.Duration(math.MaxInt64)
+				var el time.Duration
 				for i := 0; i < b.N; i++ {
-					start := time.Now()
-					for _, w := range ws {
+					for j, w := range ws {
+						probe.read(weightBytes(hws[j]))
+						start := time.Now()
 						if err := cb.Linear(y, x, w); err != nil {
 							b.Fatal(err)
 						}
+						el += time.Since(start)
 					}
-					el = min(el, time.Since(start))
 				}
 				b.StopTimer()
-				bw = max(bw, memBandwidth(probe, cb.threads, detectISA()))
-				rate := float64(bytes) / el.Seconds()
+				rate, bw := float64(b.N)*float64(bytes)/el.Seconds(), probe.rate()
 				b.ReportMetric(rate/1e9, "weight_GB/s")
 				b.ReportMetric(bw/1e9, "mem_GB/s")
 				b.ReportMetric(rate/bw, "bw_ratio")
 			})
 		}
+	}
+}
+
+// BenchmarkSwiGLU runs SwiGLU on the expert rows of a batch-8 decode step (8 tokens ×
+// top-8 experts, inter 2048) with the reference (generic) and AVX2 kernels.
+func BenchmarkSwiGLU(b *testing.B) {
+	const rows, inter = 64, 2048
+	r := rand.New(rand.NewPCG(5, 6))
+	x, _ := backend.NewHostTensor(rows, 2*inter)
+	for i := range x.Data {
+		x.Data[i] = float32(r.NormFloat64())
+	}
+	out, _ := backend.NewHostTensor(rows, inter)
+	for _, isa := range isas() {
+		b.Run(isa, func(b *testing.B) {
+			cb := benchGroup(b, isa)
+			for i := 0; i < b.N; i++ {
+				if err := cb.SwiGLU(out, x); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(rows*inter), "ns/element")
+		})
 	}
 }
