@@ -133,50 +133,58 @@ T void dsg_q4a8_avx2(const int8_t *xq, long ldxq, const float *xs, const int32_t
 	__m256i wb[4 * KQ / 2];
 	int32_t *acc = (int32_t *)scratch;
 	float *out = (float *)(acc + 64L * M);
-	// Panel by panel, down k: one sequential stream per panel, and 64 int32
-	// accumulators per row of x, which stay in L1.
-	for (int cb = c0 & ~63; cb < c1; cb += 64) {
-		const uint8_t *pan = q + (long)(cb / 64) * K * 32;
-		long head = nh ? cb / nh : 0; // one activation block per head (a panel is in one head)
-		memset(out, 0, sizeof(float) * 64 * (size_t)M);
+	// Two panels at a time (PAIR in fast.c: two streams per thread), each down k in
+	// blocks of B, alternating between them every block; 64 int32 accumulators per row
+	// of x, which stay in L1, and 64 float results per row and panel.
+	for (int cp = c0 & ~63; cp < c1; cp += 128) {
+		int npan = c1 - cp > 64 ? 2 : 1;
+		memset(out, 0, sizeof(float) * 64 * (size_t)(M * npan));
 		for (int b0 = k0; b0 < k1;) {
 			int b1 = (b0 / B + 1) * B;
 			if (b1 > k1) b1 = k1;
-			for (int kk = b0; kk < b1; kk += KQ) {
-				int kb = b1 - kk < KQ ? b1 - kk : KQ, np = (kb + 1) / 2, first = kk == b0;
-				const uint8_t *wk = pan + (long)kk * 32;
-				if (kb & 1) {
-					memcpy(odd, wk, 32 * (size_t)kb);
-					memset(odd[kb], 0, 32);
-					wk = odd[0];
+			for (int pi = 0; pi < npan; pi++) {
+				int cb = cp + 64 * pi;
+				const uint8_t *pan = q + (long)(cb / 64) * K * 32;
+				long head = nh ? cb / nh : 0; // one activation block per head (a panel is in one head)
+				for (int kk = b0; kk < b1; kk += KQ) {
+					int kb = b1 - kk < KQ ? b1 - kk : KQ, np = (kb + 1) / 2, first = kk == b0;
+					const uint8_t *wk = pan + (long)kk * 32;
+					if (kb & 1) {
+						memcpy(odd, wk, 32 * (size_t)kb);
+						memset(odd[kb], 0, 32);
+						wk = odd[0];
+					}
+					const int8_t *xk = xq + head * xhs + kk;
+					if (M <= 2) {
+						if (M == 2)
+							dot_fused(2, xk, xk + ldxq, wk, np, acc, acc + 64, first);
+						else
+							dot_fused(1, xk, xk, wk, np, acc, acc, first);
+						continue;
+					}
+					for (int p = 0; p < np; p++) unpack_pair(wk + 64 * p, wk + 64 * p + 32, wb + 4 * p);
+					for (int m = 0; m < M; m++) dot_chunk(xk + m * ldxq, wb, np, acc + 64L * m, first);
 				}
-				const int8_t *xk = xq + head * xhs + kk;
-				if (M <= 2) {
-					if (M == 2)
-						dot_fused(2, xk, xk + ldxq, wk, np, acc, acc + 64, first);
-					else
-						dot_fused(1, xk, xk, wk, np, acc, acc, first);
-					continue;
-				}
-				for (int p = 0; p < np; p++) unpack_pair(wk + 64 * p, wk + 64 * p + 32, wb + 4 * p);
-				for (int m = 0; m < M; m++) dot_chunk(xk + m * ldxq, wb, np, acc + 64L * m, first);
-			}
-			const float *sg = scale + (long)(b0 / G) * ldsc + cb;
-			for (int m = 0; m < M; m++) {
-				const int32_t *ac = acc + 64L * m;
-				float *o = out + 64L * m;
-				long bi = m * ldxs + (head * xhs + b0) / B;
-				__m256 as = _mm256_set1_ps(xs[bi]);
-				__m256i off = _mm256_set1_epi32(8 * xsum[bi]);
-				UNROLL for (int j = 0; j < 64; j += 8) {
-					__m256 f = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_loadu_si256((const __m256i *)(ac + j)), off));
-					_mm256_storeu_ps(o + j, _mm256_fmadd_ps(_mm256_mul_ps(f, _mm256_loadu_ps(sg + j)), as, _mm256_loadu_ps(o + j)));
+				const float *sg = scale + (long)(b0 / G) * ldsc + cb;
+				for (int m = 0; m < M; m++) {
+					const int32_t *ac = acc + 64L * m;
+					float *o = out + 64L * (pi * M + m);
+					long bi = m * ldxs + (head * xhs + b0) / B;
+					__m256 as = _mm256_set1_ps(xs[bi]);
+					__m256i off = _mm256_set1_epi32(8 * xsum[bi]);
+					UNROLL for (int j = 0; j < 64; j += 8) {
+						__m256 f = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_loadu_si256((const __m256i *)(ac + j)), off));
+						_mm256_storeu_ps(o + j, _mm256_fmadd_ps(_mm256_mul_ps(f, _mm256_loadu_ps(sg + j)), as, _mm256_loadu_ps(o + j)));
+					}
 				}
 			}
 			b0 = b1;
 		}
-		int lo = cb < c0 ? c0 : cb, hi = cb + 64 < c1 ? cb + 64 : c1;
-		for (int m = 0; m < M; m++) memcpy(y + m * ldy + lo - c0, out + 64L * m + lo - cb, sizeof(float) * (size_t)(hi - lo));
+		for (int pi = 0; pi < npan; pi++) {
+			int cb = cp + 64 * pi, lo = cb < c0 ? c0 : cb, hi = cb + 64 < c1 ? cb + 64 : c1;
+			for (int m = 0; m < M; m++)
+				memcpy(y + m * ldy + lo - c0, out + 64L * (pi * M + m) + lo - cb, sizeof(float) * (size_t)(hi - lo));
+		}
 	}
 }
 #else

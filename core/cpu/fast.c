@@ -187,43 +187,58 @@ T static void store_panel(int bits, const float *out, int cb, int lo, int hi, in
 	memcpy(y + lo - c0, out + lo - cb, sizeof(float) * (size_t)(hi - lo));
 }
 
+// PAIR: q_decode walks two panels side by side, alternating between them every block
+// of KB rows. Two sequential streams per thread read memory 8–14 % faster than one on
+// the development VM (KERNELS.md, "Two streams per thread").
+#define PAIR 2
+
 // q_decode reads each panel of [c0, c1) once for up to DSG_DECODE_ROWS rows of x, down
-// rows [k0, k1) in blocks of KB: one sequential stream per panel. Accumulators (acc),
-// results (out) and the permuted int4 scales (sperm) are 64 columns per row of x, in
-// scratch, and stay in L1; each block of KB weight rows (4 KiB for int8) is read from
-// memory once and from L1 by every further pair of rows of x.
+// rows [k0, k1) in blocks of KB, PAIR panels at a time: one sequential stream per
+// panel. Accumulators (acc), results (out) and the permuted int4 scales (sperm) are 64
+// columns per row of x and panel, in scratch, and stay in L1; each block of KB weight
+// rows (4 KiB for int8) is read from memory once and from L1 by every further pair of
+// rows of x. Each panel's arithmetic is that of a walk of the panel alone.
 T static void q_decode(const float *x, long ldx, int M, const uint8_t *q, int bits, int K, const float *scale,
                        long ldsc, int G, int k0, int k1, int c0, int c1, float *y, long ldy, float *scratch, int nh,
                        long xhs) {
 	int pb = bits == 8 ? 64 : 32;
-	float *acc = scratch, *out = scratch + 64L * M, *sperm = scratch + 128L * M;
-	for (int cb = c0 & ~63; cb < c1; cb += 64) {
-		const uint8_t *pan = q + (long)(cb / 64) * K * pb;
-		const float *xb = nh ? x + (long)(cb / nh) * xhs : x;
-		memset(out, 0, sizeof(float) * 64 * (size_t)M);
+	long pm = 64L * M; // floats per panel of acc and out
+	float *acc = scratch, *out = scratch + PAIR * pm, *sperm = scratch + 2 * PAIR * pm;
+	for (int cp = c0 & ~63; cp < c1; cp += 64 * PAIR) {
+		int np = (c1 - cp + 63) / 64 < PAIR ? (c1 - cp + 63) / 64 : PAIR;
+		memset(out, 0, sizeof(float) * (size_t)(np * pm));
 		for (int g0 = k0; g0 < k1;) {
 			int g1 = (g0 / G + 1) * G;
 			if (g1 > k1) g1 = k1;
-			memset(acc, 0, sizeof(float) * 64 * (size_t)M);
+			memset(acc, 0, sizeof(float) * (size_t)(np * pm));
 			for (int kk = g0; kk < g1; kk += KB) {
 				int kb = g1 - kk < KB ? g1 - kk : KB;
-				const uint8_t *wp = pan + (long)kk * pb;
-				int m = 0;
-				for (; m + 1 < M; m += 2)
-					(bits == 8 ? dec_blk8x2 : dec_blk4x2)(xb + m * ldx + kk, xb + (m + 1) * ldx + kk, wp, pb, kb,
-					                                      acc + 64L * m, acc + 64L * (m + 1));
-				for (; m < M; m++) (bits == 8 ? dec_blk8 : dec_blk4)(xb + m * ldx + kk, wp, pb, kb, acc + 64L * m);
+				for (int p = 0; p < np; p++) {
+					int cb = cp + 64 * p;
+					const uint8_t *wp = q + ((long)(cb / 64) * K + kk) * pb;
+					const float *xb = (nh ? x + (long)(cb / nh) * xhs : x) + kk;
+					float *a = acc + p * pm;
+					int m = 0;
+					for (; m + 1 < M; m += 2)
+						(bits == 8 ? dec_blk8x2 : dec_blk4x2)(xb + m * ldx, xb + (m + 1) * ldx, wp, pb, kb, a + 64L * m,
+						                                      a + 64L * (m + 1));
+					for (; m < M; m++) (bits == 8 ? dec_blk8 : dec_blk4)(xb + m * ldx, wp, pb, kb, a + 64L * m);
+				}
 			}
-			const float *sg = scale + (long)(g0 / G) * ldsc + cb;
-			if (bits == 4) {
-				transpose64(sperm, sg, INT4_UNSHIFT);
-				sg = sperm;
+			for (int p = 0; p < np; p++) {
+				const float *sg = scale + (long)(g0 / G) * ldsc + cp + 64 * p;
+				if (bits == 4) {
+					transpose64(sperm, sg, INT4_UNSHIFT);
+					sg = sperm;
+				}
+				for (int m = 0; m < M; m++) scale_acc(out + p * pm + 64L * m, acc + p * pm + 64L * m, sg, 64);
 			}
-			for (int m = 0; m < M; m++) scale_acc(out + 64L * m, acc + 64L * m, sg, 64);
 			g0 = g1;
 		}
-		int lo = cb < c0 ? c0 : cb, hi = cb + 64 < c1 ? cb + 64 : c1;
-		for (int m = 0; m < M; m++) store_panel(bits, out + 64L * m, cb, lo, hi, c0, y + m * ldy, sperm);
+		for (int p = 0; p < np; p++) {
+			int cb = cp + 64 * p, lo = cb < c0 ? c0 : cb, hi = cb + 64 < c1 ? cb + 64 : c1;
+			for (int m = 0; m < M; m++) store_panel(bits, out + p * pm + 64L * m, cb, lo, hi, c0, y + m * ldy, sperm);
+		}
 	}
 }
 
@@ -614,21 +629,19 @@ T static void swiglu_avx2(const float *x, long ldx, int M, int m, float *out, lo
 	}
 }
 
+// stream_avx2 reads p as four sequential streams (its quarters) side by side: one
+// stream per thread reads 15–25 % slower than two or four on the development VM
+// (BENCHMARKS.md, "Measuring bw_ratio"), and the probe must be the fastest plain read.
 T static float stream_avx2(const float *p, long n) {
-	__m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
-	for (long i = 0; i < n; i += 64) {
-		a0 = _mm256_add_ps(a0, _mm256_load_ps(p + i));
-		a1 = _mm256_add_ps(a1, _mm256_load_ps(p + i + 8));
-		a2 = _mm256_add_ps(a2, _mm256_load_ps(p + i + 16));
-		a3 = _mm256_add_ps(a3, _mm256_load_ps(p + i + 24));
-		a4 = _mm256_add_ps(a4, _mm256_load_ps(p + i + 32));
-		a5 = _mm256_add_ps(a5, _mm256_load_ps(p + i + 40));
-		a6 = _mm256_add_ps(a6, _mm256_load_ps(p + i + 48));
-		a7 = _mm256_add_ps(a7, _mm256_load_ps(p + i + 56));
-	}
-	__m256 s = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)),
-	                         _mm256_add_ps(_mm256_add_ps(a4, a5), _mm256_add_ps(a6, a7)));
-	return hsum8(s);
+	__m256 a[8];
+	UNROLL for (int j = 0; j < 8; j++) a[j] = _mm256_setzero_ps();
+	long q = n / 4 & ~63L;
+	for (long i = 0; i < q; i += 64)
+		UNROLL for (int s = 0; s < 4; s++)
+			UNROLL for (int j = 0; j < 8; j++) a[j] = _mm256_add_ps(a[j], _mm256_load_ps(p + s * q + i + 8 * j));
+	for (long i = 4 * q; i < n; i += 64)
+		UNROLL for (int j = 0; j < 8; j++) a[j] = _mm256_add_ps(a[j], _mm256_load_ps(p + i + 8 * j));
+	return hsum8(hsum_vecs(8, a));
 }
 
 T static float peak_avx2(long iters) {

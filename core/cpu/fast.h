@@ -33,7 +33,7 @@ int dsg_detect_isa(void);
 // element it computes, for every sub-group [a, b) = group ∩ [k0, k1) in k order,
 // acc = fma chain over k in [a, b) from 0 and out = fma(acc, scale, out) from 0. For
 // M <= DSG_DECODE_ROWS the streaming decode kernel runs, else the GEMM kernel; both
-// give the same bits. scratch: (2M+1)·64 floats. With nh > 0 the weight is a
+// give the same bits. scratch: (4M+1)·64 floats. With nh > 0 the weight is a
 // HeadLinear's: output column c reads its inputs at x + (c / nh)·xhs (the head's slice
 // of each row of x); nh and c0 are then multiples of 64, so that no panel spans two
 // heads. nh = 0: every column reads x.
@@ -76,15 +76,15 @@ void dsg_quant_act(const float *x, long ldx, int M, int k0, int k1, int B, int8_
 // of q_x and q_w (vpmaddubsw on q_w + 8, corrected by 8·sum q_x), then
 // out = fma(float(dot)·w_scale, x_scale, out) in block order from 0. q and scale are
 // int4 panels as for dsg_qlinear_avx2. G is a multiple of B, or G >= k1. k0 is a
-// multiple of B. scratch: 2M·64 4-byte words. nh and xhs as for dsg_qlinear_avx2
+// multiple of B. scratch: 3M·64 4-byte words. nh and xhs as for dsg_qlinear_avx2
 // (xhs then a multiple of B: xq, xs and xsum hold every head's slice, quantized as one
 // row).
 void dsg_q4a8_avx2(const int8_t *xq, long ldxq, const float *xs, const int32_t *xsum, long ldxs, int M,
                    const void *q, int K, const float *scale, long ldsc, int G, int B, int k0, int k1, int c0, int c1,
                    float *y, long ldy, void *scratch, int nh, long xhs);
 
-// dsg_stream_read sums n floats (n a multiple of 64) with 8-wide vectors: a
-// memory-bandwidth probe. dsg_peak_fma runs iters rounds of 12 independent 8-wide FMA
+// dsg_stream_read sums n floats (n a multiple of 64, p 32-byte aligned) with 8-wide
+// vectors, reading p's quarters side by side as four streams: a memory-bandwidth probe. dsg_peak_fma runs iters rounds of 12 independent 8-wide FMA
 // chains (96 FMAs per round per chain set) and returns a value that depends on them.
 float dsg_stream_read(const float *p, long n, int isa);
 float dsg_peak_fma(long iters, int isa);

@@ -108,7 +108,7 @@ func groupOf(w *backend.HostWeight) int {
 // qlinear runs dsg_qlinear_avx2 over input rows [k0, k1) and output columns [n0, n1)
 // (fast.h; nh > 0: HeadLinear heads of nh columns, x's head slices K apart).
 func qlinear(o, x *backend.HostTensor, w *qweight, k0, k1, n0, n1, xc0, nh int) {
-	scratch := make([]float32, (2*x.R+1)*panelCols)
+	scratch := make([]float32, (4*x.R+1)*panelCols)
 	C.dsg_qlinear_avx2(fptr(x.Data, x.Off+xc0), C.long(x.Stride), C.int(x.R), unsafe.Pointer(&w.panels[0]), C.int(w.bits()),
 		C.int(w.h.K), (*C.float)(unsafe.Pointer(&w.scale[0])), C.long(w.ldsc), C.int(groupOf(w.h)), C.int(k0), C.int(k1),
 		C.int(n0), C.int(n1), fptr(o.Data, o.Off), C.long(o.Stride), fptr(scratch, 0), C.int(nh), C.long(w.h.K))
@@ -139,7 +139,7 @@ func quantActs(x *backend.HostTensor, xc0, k0, k1, B int) *qacts {
 // nh > 0: then a holds every head's slice of nh-column heads in [n0, n1), K apart) and
 // output columns [n0, n1).
 func q4a8(o *backend.HostTensor, a *qacts, w *qweight, k0, k1, n0, n1, nh int) {
-	scratch := make([]int32, 2*a.m*panelCols)
+	scratch := make([]int32, 3*a.m*panelCols)
 	C.dsg_q4a8_avx2((*C.int8_t)(unsafe.Pointer(&a.xq[0])), C.long(a.ldq), fptr(a.xs, 0), (*C.int32_t)(unsafe.Pointer(&a.xsum[0])),
 		C.long(a.nb), C.int(a.m), unsafe.Pointer(&w.panels[0]), C.int(w.h.K), (*C.float)(unsafe.Pointer(&w.scale[0])),
 		C.long(w.ldsc), C.int(groupOf(w.h)), C.int(a.B), C.int(k0), C.int(k1), C.int(n0), C.int(n1), fptr(o.Data, o.Off),

@@ -5,6 +5,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"testing"
+	"unsafe"
 
 	"github.com/dsgate/dsgate/core/backend"
 )
@@ -471,5 +472,28 @@ func TestFastSwiGLU(t *testing.T) {
 	y, _ := cb.NewTensor(2, 2)
 	if err := cb.SwiGLU(y, x); err == nil {
 		t.Fatal("odd width accepted")
+	}
+}
+
+// TestStreamRead checks the bandwidth probe's sum (small integers: exact in float32)
+// for lengths with and without a tail past the four streams.
+func TestStreamRead(t *testing.T) {
+	for _, n := range []int{0, 64, 256, 64 * 37, 64 * 1024} {
+		p := make([]float32, n+8)
+		off := 0
+		for uintptr(unsafe.Pointer(&p[off]))%32 != 0 {
+			off++
+		}
+		p = p[off : off+n]
+		want := float32(0)
+		for i := range p {
+			p[i] = float32(i % 7)
+			want += p[i]
+		}
+		for _, isa := range []int{isaGeneric, detectISA()} {
+			if got := streamRead(p, isa); got != want {
+				t.Fatalf("n=%d isa=%d: sum %g, want %g", n, isa, got, want)
+			}
+		}
 	}
 }
