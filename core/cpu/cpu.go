@@ -191,7 +191,7 @@ func (b *Backend) Linear(out, x backend.Tensor, w backend.Weight) error {
 	if err := backend.CheckLinear("linear", o, xh, wh); err != nil {
 		return err
 	}
-	b.matmul(o, xh, wh, qw, 0)
+	b.matmul(product{o, xh, wh, qw})
 	return nil
 }
 
@@ -241,6 +241,7 @@ func (b *Backend) GroupedLinear(out, x backend.Tensor, ws []backend.Weight, coun
 	if err := backend.CheckGroupedShapes(o, xh, ws, counts); err != nil {
 		return err
 	}
+	var ps []product
 	row := 0
 	for g, c := range counts {
 		if c == 0 {
@@ -248,9 +249,10 @@ func (b *Backend) GroupedLinear(out, x backend.Tensor, ws []backend.Weight, coun
 		}
 		xs, _ := backend.SliceHost(xh, row, c, 0, xh.C)
 		os, _ := backend.SliceHost(o, row, c, 0, o.C)
-		b.matmul(os, xs, hws[g], qws[g], 0)
+		ps = append(ps, product{os, xs, hws[g], qws[g]})
 		row += c
 	}
+	b.matmul(ps...)
 	return nil
 }
 

@@ -107,43 +107,64 @@ func kBound(k, p, parts int) int {
 	return (p * k / parts) &^ 63
 }
 
-// matmul computes o = x[:, xc0:xc0+K] · Wᵀ over all of W's output channels, split over
-// the backend's threads: packed weights (qw) by k range (kParts) times panels, host
-// weights by columns.
-func (b *Backend) matmul(o, x *backend.HostTensor, w *backend.HostWeight, qw *qweight, xc0 int) {
-	if qw == nil {
-		b.parallel(w.N, unit(w), func(lo, hi int) {
-			ov, _ := backend.SliceHost(o, 0, o.R, lo, hi-lo)
-			b.linear(ov, x, w, lo, hi, xc0)
-		})
-		return
-	}
-	if x.R == 0 {
-		return
-	}
-	P := kParts(w)
-	units := (w.N + panelCols - 1) / panelCols
-	chunks := min(units, max(1, b.threads*chunksPerThread/P))
-	parts := make([]*backend.HostTensor, P)
-	parts[0] = o
-	for p := 1; p < P; p++ {
-		parts[p], _ = backend.NewHostTensor(o.R, o.C)
-	}
-	kernel := qKernelFor(x, qw, xc0, 0, w.K, b.actq)
-	b.spread(P*chunks, func(i int) {
-		p, c := i/chunks, i%chunks
-		lo, hi := c*units/chunks*panelCols, min((c+1)*units/chunks*panelCols, w.N)
-		if lo >= hi {
-			return
+// product is one o = x · Wᵀ of a matmul call, over all of W's output channels.
+type product struct {
+	o, x *backend.HostTensor
+	w    *backend.HostWeight
+	qw   *qweight // nil: w keeps the host layout
+}
+
+// matmul computes its products over the backend's threads. Packed weights are cut by k
+// range (kParts) times panels, and the pieces of all the products go into one pool
+// that threads take from as they finish, so a GroupedLinear's experts cost one wait,
+// not one per expert, and no thread idles at the end of each expert. Host weights are
+// split by columns, one product at a time.
+func (b *Backend) matmul(ps ...product) {
+	type piece struct{ prod, part, lo, hi int }
+	var pieces []piece
+	parts := make([][]*backend.HostTensor, len(ps))
+	kernels := make([]func(o *backend.HostTensor, k0, k1, n0, n1 int), len(ps))
+	for i, pr := range ps {
+		if pr.qw == nil {
+			b.parallel(pr.w.N, unit(pr.w), func(lo, hi int) {
+				ov, _ := backend.SliceHost(pr.o, 0, pr.o.R, lo, hi-lo)
+				b.linear(ov, pr.x, pr.w, lo, hi, 0)
+			})
+			continue
 		}
-		ov, _ := backend.SliceHost(parts[p], 0, o.R, lo, hi-lo)
-		kernel(ov, kBound(w.K, p, P), kBound(w.K, p+1, P), lo, hi)
+		if pr.x.R == 0 {
+			continue
+		}
+		P := kParts(pr.w)
+		units := (pr.w.N + panelCols - 1) / panelCols
+		chunks := min(units, max(1, b.threads*chunksPerThread/P))
+		parts[i] = make([]*backend.HostTensor, P)
+		parts[i][0] = pr.o
+		for p := 1; p < P; p++ {
+			parts[i][p], _ = backend.NewHostTensor(pr.o.R, pr.o.C)
+		}
+		kernels[i] = qKernelFor(pr.x, pr.qw, 0, 0, pr.w.K, b.actq)
+		for p := 0; p < P; p++ {
+			for c := 0; c < chunks; c++ {
+				if lo, hi := c*units/chunks*panelCols, min((c+1)*units/chunks*panelCols, pr.w.N); lo < hi {
+					pieces = append(pieces, piece{i, p, lo, hi})
+				}
+			}
+		}
+	}
+	b.spread(len(pieces), func(j int) {
+		pc := pieces[j]
+		pr, P := ps[pc.prod], len(parts[pc.prod])
+		ov, _ := backend.SliceHost(parts[pc.prod][pc.part], 0, pr.o.R, pc.lo, pc.hi-pc.lo)
+		kernels[pc.prod](ov, kBound(pr.w.K, pc.part, P), kBound(pr.w.K, pc.part+1, P), pc.lo, pc.hi)
 	})
-	for p := 1; p < P; p++ {
-		for i := 0; i < o.R; i++ {
-			or, pr := o.Row(i), parts[p].Row(i)
-			for j := range or {
-				or[j] += pr[j]
+	for i, pr := range ps {
+		for p := 1; p < len(parts[i]); p++ {
+			for r := 0; r < pr.o.R; r++ {
+				or, pp := pr.o.Row(r), parts[i][p].Row(r)
+				for j := range or {
+					or[j] += pp[j]
+				}
 			}
 		}
 	}

@@ -226,25 +226,48 @@ func TestFastHeadGrouped(t *testing.T) {
 			if e := relErr(read(t, cb, y), want.Data); e > 1e-5 {
 				t.Fatalf("%s %v head linear rel err %g", isa, d, e)
 			}
-			var ws, rws []backend.Weight
-			for i := 0; i < 4; i++ {
-				hwi := randWeight(r, d, 80, 45, 32*(i%2))
-				wi, _ := cb.LoadWeight(hwi)
-				ws, rws = append(ws, wi), append(rws, hostRef(hwi))
-			}
-			counts := []int{1, 0, 6, 2}
-			xg, _ := guarded(9, 45, r, true)
-			yg, ygp := guarded(9, 80, r, false)
-			if err := cb.GroupedLinear(yg, xg, ws, counts); err != nil {
-				t.Fatal(err)
-			}
-			checkGuard(t, ygp, 9, 80)
-			wantG, _ := backend.NewHostTensor(9, 80)
-			if err := ref.GroupedLinear(wantG, xg, rws, counts); err != nil {
-				t.Fatal(err)
-			}
-			if e := relErr(read(t, cb, yg), wantG.Data); e > 1e-5 {
-				t.Fatalf("%s %v grouped rel err %g", isa, d, e)
+			// K = 1100: two k ranges per expert (kParts), whose pieces share one pool.
+			for _, kg := range []int{45, 1100} {
+				var ws, rws []backend.Weight
+				for i := 0; i < 4; i++ {
+					hwi := randWeight(r, d, 80, kg, 32*(i%2))
+					wi, _ := cb.LoadWeight(hwi)
+					ws, rws = append(ws, wi), append(rws, hostRef(hwi))
+				}
+				counts := []int{1, 0, 6, 2}
+				xg, _ := guarded(9, kg, r, true)
+				yg, ygp := guarded(9, 80, r, false)
+				if err := cb.GroupedLinear(yg, xg, ws, counts); err != nil {
+					t.Fatal(err)
+				}
+				checkGuard(t, ygp, 9, 80)
+				wantG, _ := backend.NewHostTensor(9, 80)
+				if err := ref.GroupedLinear(wantG, xg, rws, counts); err != nil {
+					t.Fatal(err)
+				}
+				if e := relErr(read(t, cb, yg), wantG.Data); e > 1e-5 {
+					t.Fatalf("%s %v K=%d grouped rel err %g", isa, d, kg, e)
+				}
+				// Each expert's rows are bit for bit its own Linear.
+				row := 0
+				for g, c := range counts {
+					if c == 0 {
+						continue
+					}
+					xs, _ := backend.SliceHost(xg, row, c, 0, kg)
+					ys, _ := backend.NewHostTensor(c, 80)
+					if err := cb.Linear(ys, xs, ws[g]); err != nil {
+						t.Fatal(err)
+					}
+					for i := 0; i < c; i++ {
+						for j, v := range ys.Row(i) {
+							if got := yg.Row(row + i)[j]; got != v {
+								t.Fatalf("%s %v K=%d expert %d row %d col %d: grouped %g, alone %g", isa, d, kg, g, i, j, got, v)
+							}
+						}
+					}
+					row += c
+				}
 			}
 		}
 	}
