@@ -619,3 +619,50 @@ func BenchmarkSwiGLU(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkMLA runs MLAAttention for one decode row of one sequence with DeepSeek-V3's
+// shapes (128 heads, latent 512, rope 64) at contexts of 256 and 4096 positions:
+// ms/call and cache_GB/s, the cached rows' bytes (each read once at least) per second.
+func BenchmarkMLA(b *testing.B) {
+	const heads, lc, r, bs = 128, 512, 64, 16
+	for _, ctx := range []int{256, 4096} {
+		for _, isa := range isas() {
+			b.Run(fmt.Sprintf("ctx%d/%s", ctx, isa), func(b *testing.B) {
+				cb := benchGroup(b, isa)
+				nb := ctx/bs + 1
+				c, err := cb.NewCache(1, nb, bs, lc+r)
+				if err != nil {
+					b.Fatal(err)
+				}
+				rr := rand.New(rand.NewPCG(7, 8))
+				hc := c.(*backend.HostCache)
+				for i := range hc.Data {
+					hc.Data[i] = float32(rr.NormFloat64())
+				}
+				blocks := make([]int32, nb)
+				for i, p := range rr.Perm(nb) {
+					blocks[i] = int32(p)
+				}
+				qa, _ := backend.NewHostTensor(1, heads*lc)
+				qp, _ := backend.NewHostTensor(1, heads*r)
+				for i := range qa.Data {
+					qa.Data[i] = float32(rr.NormFloat64())
+				}
+				for i := range qp.Data {
+					qp.Data[i] = float32(rr.NormFloat64())
+				}
+				out, _ := backend.NewHostTensor(1, heads*lc)
+				seqs := []backend.AttnSeq{{Row: 0, N: 1, Pos: ctx, Blocks: blocks}}
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					if err := cb.MLAAttention(out, qa, qp, c, 0, heads, seqs, 0.1); err != nil {
+						b.Fatal(err)
+					}
+				}
+				sec := b.Elapsed().Seconds() / float64(b.N)
+				b.ReportMetric(sec*1e3, "ms/call")
+				b.ReportMetric(float64(ctx+1)*(lc+r)*4/sec/1e9, "cache_GB/s")
+			})
+		}
+	}
+}

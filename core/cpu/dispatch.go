@@ -171,11 +171,12 @@ func (b *Backend) matmul(ps ...product) {
 }
 
 // mla runs absorbed attention for one sequence over heads [h0, h1): the AVX2 kernel
-// (two heads per pass over the cached rows) at that level, else the portable one.
+// (chunks of heads per pass over blocks of cached rows) at that level, else the
+// portable one.
 func (b *Backend) mla(o, qa, qp *backend.HostTensor, s backend.AttnSeq, h0, h1, lc, r int, cache []float32, width int, slots []int32, scale float32) {
 	T := s.Pos + s.N
 	if b.isa >= isaAVX2 && lc > 0 && r > 0 {
-		mlaFast(o, qa, qp, s, h0, h1, lc, r, cache, width, slots, scale, make([]float32, 4*T))
+		mlaFast(o, qa, qp, s, h0, h1, lc, r, cache, width, slots, scale)
 		return
 	}
 	mlaKernel(o, qa, qp, s, h0, h1, lc, r, cache, width, slots, scale, make([]float32, T))

@@ -453,67 +453,86 @@ T static AI __m256 hsum_vecs(int n, const __m256 *v) {
 	return _mm256_add_ps(_mm256_permute2f128_ps(s0123, s4567, 0x20), _mm256_permute2f128_ps(s0123, s4567, 0x31));
 }
 
-// mla_scores writes sc[h·nt + t] = (qa_h · c_t + qp_h · k_t) · scale for nh (1 or 2)
-// heads and the J (1 or 4) positions t0 … t0+J-1, whose cached rows are rows[0..J):
+// mla_scores writes sc[h·nt + t] = (qa[h] · c_t + qp[h] · k_t) · scale for nh (1 to 4)
+// heads and the J (1 or 2) positions t0 … t0+J-1, whose cached rows are rows[0..J):
 // one 8-lane fma chain per (head, position) over the latent then the rope columns,
-// J·nh independent chains, lanes summed by a tree, plus scalar fma chains over the
-// columns past a multiple of 8.
-T static AI void mla_scores(int nh, int J, const float *qa0, const float *qa1, const float *qp0, const float *qp1,
-                            const float *const *rows, int lc, int r, float scale, float *sc, int nt, int t0) {
+// nh·J independent chains, lanes summed by the same tree whatever nh and J (so a
+// score does not depend on how heads and positions are grouped), plus scalar fma
+// chains over the columns past a multiple of 8. Four heads share each load of a
+// cached row, which comes from L2: two rows per eight FMAs.
+T static AI void mla_scores(int nh, int J, const float *const *qa, const float *const *qp, const float *const *rows,
+                            int lc, int r, float scale, float *sc, int nt, int t0) {
 	__m256 acc[8];
 	UNROLL for (int i = 0; i < 8; i++) acc[i] = _mm256_setzero_ps();
 	int d = 0;
 	for (; d + 8 <= lc; d += 8) {
-		__m256 q0 = _mm256_loadu_ps(qa0 + d), q1 = nh == 2 ? _mm256_loadu_ps(qa1 + d) : q0;
-		UNROLL for (int j = 0; j < J; j++) {
-			__m256 v = _mm256_loadu_ps(rows[j] + d);
-			acc[j] = _mm256_fmadd_ps(q0, v, acc[j]);
-			if (nh == 2) acc[4 + j] = _mm256_fmadd_ps(q1, v, acc[4 + j]);
+		__m256 v[2];
+		UNROLL for (int j = 0; j < J; j++) v[j] = _mm256_loadu_ps(rows[j] + d);
+		UNROLL for (int h = 0; h < nh; h++) {
+			__m256 q = _mm256_loadu_ps(qa[h] + d);
+			UNROLL for (int j = 0; j < J; j++) acc[2 * h + j] = _mm256_fmadd_ps(q, v[j], acc[2 * h + j]);
 		}
 	}
 	int e = 0;
 	for (; e + 8 <= r; e += 8) {
-		__m256 q0 = _mm256_loadu_ps(qp0 + e), q1 = nh == 2 ? _mm256_loadu_ps(qp1 + e) : q0;
-		UNROLL for (int j = 0; j < J; j++) {
-			__m256 v = _mm256_loadu_ps(rows[j] + lc + e);
-			acc[j] = _mm256_fmadd_ps(q0, v, acc[j]);
-			if (nh == 2) acc[4 + j] = _mm256_fmadd_ps(q1, v, acc[4 + j]);
+		__m256 v[2];
+		UNROLL for (int j = 0; j < J; j++) v[j] = _mm256_loadu_ps(rows[j] + lc + e);
+		UNROLL for (int h = 0; h < nh; h++) {
+			__m256 q = _mm256_loadu_ps(qp[h] + e);
+			UNROLL for (int j = 0; j < J; j++) acc[2 * h + j] = _mm256_fmadd_ps(q, v[j], acc[2 * h + j]);
 		}
 	}
 	float sum[8];
-	if (J == 4) {
-		_mm256_storeu_ps(sum, hsum_vecs(nh == 2 ? 8 : 4, acc));
-	} else {
-		sum[0] = hsum8(acc[0]);
-		sum[4] = hsum8(acc[4]);
-	}
-	for (int h = 0; h < nh; h++) {
-		const float *qa = h ? qa1 : qa0, *qp = h ? qp1 : qp0;
+	_mm256_storeu_ps(sum, hsum_vecs(8, acc));
+	for (int h = 0; h < nh; h++)
 		for (int j = 0; j < J; j++) {
 			float t = 0;
-			for (int c = d; c < lc; c++) t = fmaf(qa[c], rows[j][c], t);
-			for (int c = e; c < r; c++) t = fmaf(qp[c], rows[j][lc + c], t);
-			sc[h * nt + t0 + j] = (sum[4 * h + j] + t) * scale;
+			for (int c = d; c < lc; c++) t = fmaf(qa[h][c], rows[j][c], t);
+			for (int c = e; c < r; c++) t = fmaf(qp[h][c], rows[j][lc + c], t);
+			sc[h * nt + t0 + j] = (sum[2 * h + j] + t) * scale;
 		}
-	}
 }
 
-// mla_out: o_h[j] = fma chain over t of p_h[t] · row_t[j] for nh (1 to 4) heads at a
-// time: register accumulators over 16 latent columns, so each cached row segment is
-// read once for all the heads; scalar chains for the tail.
-T static AI void mla_out_n(int nh, const float *p, int nt, const float *cache, long width, const int32_t *slots,
-                           int lc, float **o) {
+// mla_scores_n dispatches mla_scores with nh and J as constants.
+T static void mla_scores_n(int nh, int J, const float *const *qa, const float *const *qp, const float *const *rows,
+                           int lc, int r, float scale, float *sc, int nt, int t0) {
+#define MLA_S(H, JJ) mla_scores(H, JJ, qa, qp, rows, lc, r, scale, sc, nt, t0)
+	if (J == 2) {
+		switch (nh) {
+		case 4: MLA_S(4, 2); return;
+		case 3: MLA_S(3, 2); return;
+		case 2: MLA_S(2, 2); return;
+		default: MLA_S(1, 2); return;
+		}
+	}
+	switch (nh) {
+	case 4: MLA_S(4, 1); return;
+	case 3: MLA_S(3, 1); return;
+	case 2: MLA_S(2, 1); return;
+	default: MLA_S(1, 1); return;
+	}
+#undef MLA_S
+}
+
+// mla_out: o_h[j] = fma chain over t < n of p_h[t] · row_t[j] (p_h at p + h·ldp) for nh
+// (1 to 4) heads at a time, continuing the chains held in o when !first (the blocks
+// of MLA_TB rows continue one chain): register accumulators over 16 latent columns,
+// so each cached row segment is read once for all the heads; scalar chains for the
+// tail.
+T static AI void mla_out_n(int nh, const float *p, long ldp, int n, const float *cache, long width,
+                           const int32_t *slots, int lc, float **o, int first) {
 	int d0 = 0;
 	for (; d0 + 16 <= lc; d0 += 16) {
 		__m256 a[4][2];
 		UNROLL for (int h = 0; h < 4; h++)
-			UNROLL for (int c = 0; c < 2; c++) a[h][c] = _mm256_setzero_ps();
-		for (int t = 0; t < nt; t++) {
+			UNROLL for (int c = 0; c < 2; c++)
+				a[h][c] = h < nh && !first ? _mm256_loadu_ps(o[h] + d0 + 8 * c) : _mm256_setzero_ps();
+		for (int t = 0; t < n; t++) {
 			const float *row = cache + (long)slots[t] * width + d0;
 			__m256 v0 = _mm256_loadu_ps(row), v1 = _mm256_loadu_ps(row + 8);
 			UNROLL for (int h = 0; h < 4; h++) {
 				if (h < nh) {
-					__m256 w = _mm256_broadcast_ss(p + h * nt + t);
+					__m256 w = _mm256_broadcast_ss(p + h * ldp + t);
 					a[h][0] = _mm256_fmadd_ps(w, v0, a[h][0]);
 					a[h][1] = _mm256_fmadd_ps(w, v1, a[h][1]);
 				}
@@ -525,51 +544,56 @@ T static AI void mla_out_n(int nh, const float *p, int nt, const float *cache, l
 	}
 	for (int h = 0; h < nh; h++)
 		for (int j = d0; j < lc; j++) {
-			float acc = 0;
-			for (int t = 0; t < nt; t++) acc = fmaf(p[h * nt + t], cache[(long)slots[t] * width + j], acc);
+			float acc = first ? 0 : o[h][j];
+			for (int t = 0; t < n; t++) acc = fmaf(p[h * ldp + t], cache[(long)slots[t] * width + j], acc);
 			o[h][j] = acc;
 		}
 }
 
-T static void mla_out(int nh, const float *p, int nt, const float *cache, long width, const int32_t *slots, int lc,
-                      float **o) {
+T static void mla_out(int nh, const float *p, long ldp, int n, const float *cache, long width, const int32_t *slots,
+                      int lc, float **o, int first) {
 	switch (nh) {
-	case 4: mla_out_n(4, p, nt, cache, width, slots, lc, o); return;
-	case 3: mla_out_n(3, p, nt, cache, width, slots, lc, o); return;
-	case 2: mla_out_n(2, p, nt, cache, width, slots, lc, o); return;
-	default: mla_out_n(1, p, nt, cache, width, slots, lc, o); return;
+	case 4: mla_out_n(4, p, ldp, n, cache, width, slots, lc, o, first); return;
+	case 3: mla_out_n(3, p, ldp, n, cache, width, slots, lc, o, first); return;
+	case 2: mla_out_n(2, p, ldp, n, cache, width, slots, lc, o, first); return;
+	default: mla_out_n(1, p, ldp, n, cache, width, slots, lc, o, first); return;
 	}
 }
+
+// MLA_TB: cached rows per block: 64 rows of DeepSeek-V3's 576 floats are 144 KiB,
+// which stay in L2 while every head of a chunk of DSG_MLA_HEADS reads them (before
+// blocks, each pair of heads read the whole sequence's rows: from L3 or memory once
+// they outgrow L2, at about 900 positions).
+#define MLA_TB 64
 
 T void dsg_mla_avx2(const float *qa, long ldqa, const float *qp, long ldqp, int M, int pos0, int h0, int h1, int lc,
                   int r, const float *cache, long width, const int32_t *slots, float scale, float *out, long ldo,
                   float *sc) {
 	for (int i = 0; i < M; i++) {
 		int nt = pos0 + i + 1;
-		for (int hq = h0; hq < h1; hq += 4) {
-			int nq = h1 - hq < 4 ? h1 - hq : 4;
-			for (int hb = hq; hb < hq + nq; hb += 2) {
-				int nh = hq + nq - hb < 2 ? hq + nq - hb : 2;
-				float *scb = sc + (long)(hb - hq) * nt;
-				const float *qa0 = qa + (long)i * ldqa + (long)hb * lc, *qp0 = qp + (long)i * ldqp + (long)hb * r;
-				const float *qa1 = qa0 + lc, *qp1 = qp0 + r;
-				int t = 0;
-				for (; t + 4 <= nt; t += 4) {
-					const float *rows[4];
-					UNROLL for (int j = 0; j < 4; j++) rows[j] = cache + (long)slots[t + j] * width;
-					if (nh == 2)
-						mla_scores(2, 4, qa0, qa1, qp0, qp1, rows, lc, r, scale, scb, nt, t);
-					else
-						mla_scores(1, 4, qa0, qa0, qp0, qp0, rows, lc, r, scale, scb, nt, t);
-				}
-				for (; t < nt; t++) {
-					const float *rows[1] = {cache + (long)slots[t] * width};
-					mla_scores(nh, 1, qa0, qa1, qp0, qp1, rows, lc, r, scale, scb, nt, t);
+		for (int hc = h0; hc < h1; hc += DSG_MLA_HEADS) {
+			int nc = h1 - hc < DSG_MLA_HEADS ? h1 - hc : DSG_MLA_HEADS;
+			// Scores of the chunk's heads, block by block of cached rows.
+			for (int tb = 0; tb < nt; tb += MLA_TB) {
+				int te = nt - tb < MLA_TB ? nt : tb + MLA_TB;
+				for (int hb = hc; hb < hc + nc; hb += 4) {
+					int nh = hc + nc - hb < 4 ? hc + nc - hb : 4;
+					const float *qa4[4], *qp4[4];
+					for (int h = 0; h < nh; h++) {
+						qa4[h] = qa + (long)i * ldqa + (long)(hb + h) * lc;
+						qp4[h] = qp + (long)i * ldqp + (long)(hb + h) * r;
+					}
+					float *scb = sc + (long)(hb - hc) * nt;
+					for (int t = tb; t < te; t += 2) {
+						const float *rows[2];
+						int J = te - t < 2 ? 1 : 2;
+						for (int j = 0; j < J; j++) rows[j] = cache + (long)slots[t + j] * width;
+						mla_scores_n(nh, J, qa4, qp4, rows, lc, r, scale, scb, nt, t);
+					}
 				}
 			}
-			float *o[4];
-			for (int h = 0; h < nq; h++) {
-				float *s = sc + h * nt, mx = -INFINITY, sum = 0;
+			for (int h = 0; h < nc; h++) {
+				float *s = sc + (long)h * nt, mx = -INFINITY, sum = 0;
 				for (int t = 0; t < nt; t++)
 					if (s[t] > mx) mx = s[t];
 				for (int t = 0; t < nt; t++) {
@@ -578,9 +602,17 @@ T void dsg_mla_avx2(const float *qa, long ldqa, const float *qp, long ldqp, int 
 				}
 				float inv = 1.0f / sum;
 				for (int t = 0; t < nt; t++) s[t] *= inv;
-				o[h] = out + (long)i * ldo + (long)(hq + h) * lc;
 			}
-			mla_out(nq, sc, nt, cache, width, slots, lc, o);
+			// Outputs, block by block of cached rows, four heads at a time.
+			for (int tb = 0; tb < nt; tb += MLA_TB) {
+				int n = nt - tb < MLA_TB ? nt - tb : MLA_TB;
+				for (int hq = 0; hq < nc; hq += 4) {
+					int nq = nc - hq < 4 ? nc - hq : 4;
+					float *o[4];
+					for (int h = 0; h < nq; h++) o[h] = out + (long)i * ldo + (long)(hc + hq + h) * lc;
+					mla_out(nq, sc + (long)hq * nt + tb, nt, n, cache, width, slots + tb, lc, o, tb == 0);
+				}
+			}
 		}
 	}
 }

@@ -50,10 +50,12 @@ void dsg_dlinear_avx2(const float *x, long ldx, int M, int K, const void *w, int
                       long ldy);
 
 // Absorbed MLA attention (as dsg_mla in kernels.h) for M query rows of one sequence
-// and heads [h0, h1): scores are one 8-lane fma chain per head and position (two heads
-// and four positions at a time, lanes summed by a tree), outputs fma chains over t in
-// register accumulators, four heads per pass over the cached rows. sc: 4·T floats
-// with T = pos0 + M.
+// and heads [h0, h1), in chunks of DSG_MLA_HEADS heads, each over the cached rows in
+// blocks that stay in L2 while all the chunk's heads read them: scores are one 8-lane
+// fma chain per head and position (four heads and two positions at a time, lanes
+// summed by a tree), outputs fma chains over t in register accumulators, four heads
+// per pass over a block. sc: DSG_MLA_HEADS·T floats with T = pos0 + M.
+#define DSG_MLA_HEADS 32
 void dsg_mla_avx2(const float *qa, long ldqa, const float *qp, long ldqp, int M, int pos0, int h0, int h1, int lc,
                   int r, const float *cache, long width, const int32_t *slots, float scale, float *out, long ldo,
                   float *sc);

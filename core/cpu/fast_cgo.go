@@ -147,8 +147,9 @@ func q4a8(o *backend.HostTensor, a *qacts, w *qweight, k0, k1, n0, n1, nh int) {
 }
 
 // mlaFast runs absorbed attention for one sequence and heads [h0, h1) with the AVX2
-// kernel; sc holds 4·(s.Pos+s.N) floats. lc and r are positive.
-func mlaFast(o, qa, qp *backend.HostTensor, s backend.AttnSeq, h0, h1, lc, r int, cache []float32, width int, slots []int32, scale float32, sc []float32) {
+// kernel. lc and r are positive.
+func mlaFast(o, qa, qp *backend.HostTensor, s backend.AttnSeq, h0, h1, lc, r int, cache []float32, width int, slots []int32, scale float32) {
+	sc := make([]float32, min(h1-h0, int(C.DSG_MLA_HEADS))*(s.Pos+s.N))
 	C.dsg_mla_avx2(fptr(qa.Data, qa.Off+s.Row*qa.Stride), C.long(qa.Stride), fptr(qp.Data, qp.Off+s.Row*qp.Stride), C.long(qp.Stride),
 		C.int(s.N), C.int(s.Pos), C.int(h0), C.int(h1), C.int(lc), C.int(r), (*C.float)(unsafe.Pointer(&cache[0])), C.long(width),
 		(*C.int32_t)(unsafe.Pointer(&slots[0])), C.float(scale), fptr(o.Data, o.Off+s.Row*o.Stride), C.long(o.Stride), fptr(sc, 0))

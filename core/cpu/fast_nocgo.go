@@ -35,8 +35,8 @@ func qKernelFor(x *backend.HostTensor, w *qweight, xc0, k0, k1 int, actq bool) f
 }
 
 // mlaFast is never called without cgo (the ISA is generic); it runs the portable kernel.
-func mlaFast(o, qa, qp *backend.HostTensor, s backend.AttnSeq, h0, h1, lc, r int, cache []float32, width int, slots []int32, scale float32, sc []float32) {
-	mlaKernel(o, qa, qp, s, h0, h1, lc, r, cache, width, slots, scale, sc)
+func mlaFast(o, qa, qp *backend.HostTensor, s backend.AttnSeq, h0, h1, lc, r int, cache []float32, width int, slots []int32, scale float32) {
+	mlaKernel(o, qa, qp, s, h0, h1, lc, r, cache, width, slots, scale, make([]float32, s.Pos+s.N))
 }
 
 // swigluFast is never called without cgo (the ISA is generic).

@@ -316,6 +316,67 @@ func TestFastMLA(t *testing.T) {
 	}
 }
 
+// TestFastMLALong runs the AVX2 MLA kernel over contexts of several blocks of cached
+// rows (MLA_TB = 64) and more heads than one chunk (DSG_MLA_HEADS = 32), on scattered
+// cache blocks: the reference within 1e-5, and the same bits for 1 and 3 threads
+// (which cut the heads differently) and for a sequence's last row alone.
+func TestFastMLALong(t *testing.T) {
+	if detectISA() < isaAVX2 {
+		t.Skip("no AVX2+FMA on this CPU")
+	}
+	r := rand.New(rand.NewPCG(53, 54))
+	ref := backend.NewReference(0, backend.NewComm(1))
+	const heads, lc, rr, bs, nblocks = 37, 48, 8, 16, 24
+	perm := r.Perm(nblocks)
+	blocks := make([]int32, nblocks)
+	for i, p := range perm {
+		blocks[i] = int32(p)
+	}
+	seqs := []backend.AttnSeq{{Row: 0, N: 3, Pos: 250, Blocks: blocks[:17]}, {Row: 3, N: 1, Pos: 97, Blocks: blocks[17:]}}
+	var outs [][]float32
+	for _, th := range []int{1, 3} {
+		cb := isaGroup(t, "avx2", th)
+		c, _ := cb.NewCache(1, nblocks, bs, lc+rr)
+		hc := c.(*backend.HostCache)
+		rc := rand.New(rand.NewPCG(55, 56))
+		for i := range hc.Data {
+			hc.Data[i] = float32(rc.NormFloat64())
+		}
+		rq := rand.New(rand.NewPCG(57, 58))
+		qa, _ := guarded(4, heads*lc, rq, true)
+		qp, _ := guarded(4, heads*rr, rq, true)
+		out, op := guarded(4, heads*lc, rq, false)
+		if err := cb.MLAAttention(out, qa, qp, c, 0, heads, seqs, 0.15); err != nil {
+			t.Fatal(err)
+		}
+		checkGuard(t, op, 4, heads*lc)
+		want, _ := backend.NewHostTensor(4, heads*lc)
+		if err := ref.MLAAttention(want, qa, qp, c, 0, heads, seqs, 0.15); err != nil {
+			t.Fatal(err)
+		}
+		got := read(t, cb, out)
+		if e := relErr(got, want.Data); e > 1e-5 {
+			t.Fatalf("threads %d: rel err %g", th, e)
+		}
+		last, _ := backend.NewHostTensor(4, heads*lc)
+		alone := []backend.AttnSeq{{Row: 2, N: 1, Pos: 252, Blocks: blocks[:17]}}
+		if err := cb.MLAAttention(last, qa, qp, c, 0, heads, alone, 0.15); err != nil {
+			t.Fatal(err)
+		}
+		for j, v := range last.Row(2) {
+			if v != got[2*heads*lc+j] {
+				t.Fatalf("threads %d: last row alone differs at %d", th, j)
+			}
+		}
+		outs = append(outs, got)
+	}
+	for j := range outs[0] {
+		if outs[0][j] != outs[1][j] {
+			t.Fatalf("1 and 3 threads differ at %d", j)
+		}
+	}
+}
+
 // mlaSeqs are three sequences over a 16-block cache of block size 4: a prefill from
 // position 0, one decode row at position 13 over a scattered block table, and two
 // rows at position 5.
