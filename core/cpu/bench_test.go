@@ -629,20 +629,8 @@ func BenchmarkMLA(b *testing.B) {
 		for _, isa := range isas() {
 			b.Run(fmt.Sprintf("ctx%d/%s", ctx, isa), func(b *testing.B) {
 				cb := benchGroup(b, isa)
-				nb := ctx/bs + 1
-				c, err := cb.NewCache(1, nb, bs, lc+r)
-				if err != nil {
-					b.Fatal(err)
-				}
 				rr := rand.New(rand.NewPCG(7, 8))
-				hc := c.(*backend.HostCache)
-				for i := range hc.Data {
-					hc.Data[i] = float32(rr.NormFloat64())
-				}
-				blocks := make([]int32, nb)
-				for i, p := range rr.Perm(nb) {
-					blocks[i] = int32(p)
-				}
+				c, blocks := randomCache(b, cb, rr, ctx/bs+1, bs, lc+r)
 				qa, _ := backend.NewHostTensor(1, heads*lc)
 				qp, _ := backend.NewHostTensor(1, heads*r)
 				for i := range qa.Data {

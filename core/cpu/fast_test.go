@@ -316,6 +316,26 @@ func TestFastMLA(t *testing.T) {
 	}
 }
 
+// randomCache returns a cache of nb blocks of bs rows of width floats (one layer),
+// filled with normal values, and its block ids in a random order (a sequence's
+// scattered blocks).
+func randomCache(tb testing.TB, cb *Backend, r *rand.Rand, nb, bs, width int) (backend.Cache, []int32) {
+	tb.Helper()
+	c, err := cb.NewCache(1, nb, bs, width)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	hc := c.(*backend.HostCache)
+	for i := range hc.Data {
+		hc.Data[i] = float32(r.NormFloat64())
+	}
+	blocks := make([]int32, nb)
+	for i, p := range r.Perm(nb) {
+		blocks[i] = int32(p)
+	}
+	return c, blocks
+}
+
 // TestFastMLALong runs the AVX2 MLA kernel over contexts of several blocks of cached
 // rows (MLA_TB = 64) and more heads than one chunk (DSG_MLA_HEADS = 32), on scattered
 // cache blocks: the reference within 1e-5, and the same bits for 1 and 3 threads
@@ -324,24 +344,13 @@ func TestFastMLALong(t *testing.T) {
 	if detectISA() < isaAVX2 {
 		t.Skip("no AVX2+FMA on this CPU")
 	}
-	r := rand.New(rand.NewPCG(53, 54))
 	ref := backend.NewReference(0, backend.NewComm(1))
 	const heads, lc, rr, bs, nblocks = 37, 48, 8, 16, 24
-	perm := r.Perm(nblocks)
-	blocks := make([]int32, nblocks)
-	for i, p := range perm {
-		blocks[i] = int32(p)
-	}
-	seqs := []backend.AttnSeq{{Row: 0, N: 3, Pos: 250, Blocks: blocks[:17]}, {Row: 3, N: 1, Pos: 97, Blocks: blocks[17:]}}
 	var outs [][]float32
 	for _, th := range []int{1, 3} {
 		cb := isaGroup(t, "avx2", th)
-		c, _ := cb.NewCache(1, nblocks, bs, lc+rr)
-		hc := c.(*backend.HostCache)
-		rc := rand.New(rand.NewPCG(55, 56))
-		for i := range hc.Data {
-			hc.Data[i] = float32(rc.NormFloat64())
-		}
+		c, blocks := randomCache(t, cb, rand.New(rand.NewPCG(55, 56)), nblocks, bs, lc+rr)
+		seqs := []backend.AttnSeq{{Row: 0, N: 3, Pos: 250, Blocks: blocks[:17]}, {Row: 3, N: 1, Pos: 97, Blocks: blocks[17:]}}
 		rq := rand.New(rand.NewPCG(57, 58))
 		qa, _ := guarded(4, heads*lc, rq, true)
 		qp, _ := guarded(4, heads*rr, rq, true)
@@ -471,19 +480,7 @@ func FuzzFastMLA(f *testing.F) {
 		r := rand.New(rand.NewPCG(seed, 5))
 		cb := isaGroup(t, "", 2)
 		ref := backend.NewReference(0, backend.NewComm(1))
-		nb := (P+N+BS-1)/BS + 1
-		c, err := cb.NewCache(1, nb, BS, LC+R)
-		if err != nil {
-			t.Fatal(err)
-		}
-		hc := c.(*backend.HostCache)
-		for i := range hc.Data {
-			hc.Data[i] = float32(r.NormFloat64())
-		}
-		blocks := make([]int32, nb)
-		for i, p := range r.Perm(nb) {
-			blocks[i] = int32(p)
-		}
+		c, blocks := randomCache(t, cb, r, (P+N+BS-1)/BS+1, BS, LC+R)
 		seqs := []backend.AttnSeq{{Row: 0, N: N, Pos: P, Blocks: blocks}}
 		qa, _ := guarded(N, H*LC, r, true)
 		qp, _ := guarded(N, H*R, r, true)
