@@ -188,8 +188,8 @@ T static void store_panel(int bits, const float *out, int cb, int lo, int hi, in
 }
 
 // PAIR: q_decode walks two panels side by side, alternating between them every block
-// of KB rows. Two sequential streams per thread read memory 8–14 % faster than one on
-// the development VM (KERNELS.md, "Two streams per thread").
+// of KB rows: two sequential streams per thread read memory 10–25 % faster than one
+// on the development VM (KERNELS.md, "Round of 2026-11-27 (fourth session)").
 #define PAIR 2
 
 // q_decode reads each panel of [c0, c1) once for up to DSG_DECODE_ROWS rows of x, down
