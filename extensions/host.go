@@ -112,6 +112,8 @@ type Host struct {
 	refill  chan *module
 	wg      sync.WaitGroup // the refill goroutine
 
+	compileMu sync.Mutex // one CompileModule at a time (see load)
+
 	mu      sync.Mutex         // guards the fields below
 	mods    map[string]*module // registered modules by name
 	pending map[string]bool    // names being added (validation in progress)

@@ -576,3 +576,36 @@ func TestHammer(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// TestDeleteWhileRefilling deletes modules (all with the same bytes) while the refill
+// goroutine is filling their pools, then closes the host, which waits for that
+// goroutine. Two races lived here: a drain that checked the pool's length and then
+// waited for an instance blocked forever when Delete emptied the pool in between
+// (TestHammer hung under qemu-aarch64), and an instantiation of a deleted module read
+// the half-built code of the next module with the same bytes (a data race and a panic
+// under -race, in about one run of 30 in six). Both are timing-dependent: this test
+// can pass on broken code; it fails when either shows up.
+func TestDeleteWhileRefilling(t *testing.T) {
+	h, err := Open(context.Background(), Options{Dir: t.TempDir(), CacheDir: fixtures.cacheDir, PoolSize: 8,
+		CallTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 40 {
+		name := fmt.Sprintf("m%d", i)
+		mustAdd(t, h, name, KindSampler, fixtures.wat["first"])
+		if err := h.Delete(name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	done := make(chan error, 1)
+	go func() { done <- h.Close(context.Background()) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("Close did not return within a minute: the refill goroutine is stuck")
+	}
+}

@@ -25,7 +25,10 @@ type module struct {
 	hasInit  bool // sampler exports dsgate_sampler_init
 	ready    chan *instance
 	closed   atomic.Bool
-	h        *Host
+	// life keeps compiled open while an instantiation uses it (read side) and lets
+	// close wait for them (write side): see instantiate.
+	life sync.RWMutex
+	h    *Host
 }
 
 // load validates bin for kind, compiles it and proves one instance starts and speaks ABIVersion.
@@ -37,7 +40,12 @@ func (h *Host) load(ctx context.Context, name, kind string, bin []byte) (*module
 	if !bytes.Equal(bin[4:8], wasmMagic[4:8]) {
 		return nil, fmt.Errorf("%w: unsupported WebAssembly binary version %x (want 1)", ErrInvalidModule, bin[4:8])
 	}
+	// One compilation at a time: wazero v1.12.0 publishes a compiled module (found by
+	// its bytes) before its entry preambles are built, so a second module with the same
+	// bytes, compiled meanwhile, could be instantiated from a half-built one.
+	h.compileMu.Lock()
 	compiled, err := h.rt.CompileModule(ctx, bin)
+	h.compileMu.Unlock()
 	if err != nil {
 		return nil, fmt.Errorf("%w: compile: %v", ErrInvalidModule, err)
 	}
@@ -142,6 +150,9 @@ func (m *module) take(ctx context.Context) (*instance, error) {
 	default:
 	}
 	inst, err := m.instantiate(ctx)
+	if errors.Is(err, ErrNotFound) {
+		return nil, err
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: %q: %v", ErrFailed, m.info.Name, err)
 	}
@@ -151,15 +162,23 @@ func (m *module) take(ctx context.Context) (*instance, error) {
 // close releases the compiled module and the pooled instances. Instances already taken keep
 // working until their owner closes them.
 func (m *module) close(ctx context.Context) {
+	m.life.Lock()
+	defer m.life.Unlock()
 	if m.closed.Swap(true) {
 		return
 	}
+	m.drain(ctx)
+	_ = m.compiled.Close(ctx)
+}
+
+// drain closes the instances pooled in m.ready and returns once it finds the pool
+// empty. It never waits: a take or another drain may empty the pool at the same time.
+func (m *module) drain(ctx context.Context) {
 	for {
 		select {
 		case inst := <-m.ready:
 			inst.close(ctx)
 		default:
-			_ = m.compiled.Close(ctx)
 			return
 		}
 	}
@@ -184,7 +203,9 @@ func (h *Host) refiller() {
 			for len(m.ready) < cap(m.ready) && !m.closed.Load() && h.baseCtx.Err() == nil {
 				inst, err := m.instantiate(h.baseCtx)
 				if err != nil {
-					h.log.Error("extensions: pre-instantiate failed", "name", m.info.Name, "err", err)
+					if !errors.Is(err, ErrNotFound) { // not just deleted meanwhile
+						h.log.Error("extensions: pre-instantiate failed", "name", m.info.Name, "err", err)
+					}
 					break
 				}
 				select {
@@ -195,9 +216,7 @@ func (h *Host) refiller() {
 			}
 			if m.closed.Load() { // deleted meanwhile: drop what we added
 				m.close(h.baseCtx)
-				for len(m.ready) > 0 {
-					(<-m.ready).close(h.baseCtx)
-				}
+				m.drain(h.baseCtx)
 			}
 		}
 	}
@@ -218,6 +237,15 @@ type instance struct {
 // clock, randomness from a seeded source (re-seeded per request), stdout discarded, the tail
 // of stderr kept for error messages.
 func (m *module) instantiate(ctx context.Context) (*instance, error) {
+	// The compiled module must stay open until the instance is built: wazero finds a
+	// module's code by its bytes, so an instantiation after Close could read the code of
+	// a later module with the same bytes (a data race and a panic under -race, when a
+	// module was deleted while the refill goroutine instantiated it).
+	m.life.RLock()
+	defer m.life.RUnlock()
+	if m.closed.Load() {
+		return nil, fmt.Errorf("%w: %q was deleted", ErrNotFound, m.info.Name)
+	}
 	ctx, cancel := context.WithTimeout(ctx, m.h.opt.startTimeout())
 	defer cancel()
 	inst := &instance{rand: newSeededRand(0), stderr: &tailBuffer{max: 1024}}
